@@ -1,0 +1,16 @@
+"""keras_linbp: linear backprop for Keras 3 (TensorFlow backend).
+
+Forward pass: activations as usual, `h = f(a)`. Backward pass: the
+activation derivative is skipped, `g <- g` instead of `g <- g * f'(a)`
+(Yazdani 2018, "Linear Backprop in non-linear networks").
+"""
+
+__version__ = "0.1.0"
+
+from keras_linbp import activations
+from keras_linbp import layers
+from keras_linbp import ops
+from keras_linbp import sites
+from keras_linbp.layers import LinearBackprop
+from keras_linbp.ops import linear_backprop
+from keras_linbp.ops import straight_through

@@ -1,0 +1,182 @@
+"""Keras layers that apply an activation with the linear-backprop gradient.
+
+`LinearBackprop(activation, slope=1.0)` is `keras.layers.Activation` whose
+backward pass is `g <- slope * g`. The named variants (`LinBPSigmoid`,
+`LinBPTanh`, ...) fix the activation and take only `slope`.
+"""
+
+import keras
+
+from keras_linbp import activations as linbp_activations
+from keras_linbp import ops
+
+
+def _serialize_activation(activation):
+    if isinstance(activation, str):
+        return activation
+    return keras.activations.serialize(activation)
+
+
+def _deserialize_activation(config):
+    if isinstance(config, str):
+        # Table names first; a Keras-only name (e.g. "mish") is an error
+        # from the table, which lists the valid names.
+        return config
+    return keras.activations.deserialize(config)
+
+
+@keras.saving.register_keras_serializable(package="keras_linbp")
+class LinearBackprop(keras.layers.Layer):
+    """Applies an activation; its gradient passes through unchanged.
+
+    Forward: identical to `keras.layers.Activation(activation)`. Backward:
+    `slope * upstream` -- the activation derivative is not computed
+    (linear backprop, Yazdani 2018).
+
+    Args:
+        activation: a name from `keras_linbp.activations.ACTIVATIONS`
+            (e.g. `"tanh"`, `"sign"`), a Keras activation function or any
+            registered callable.
+        slope: constant multiplying the upstream gradient (default 1.0).
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Example:
+
+    >>> layer = keras_linbp.layers.LinearBackprop("sigmoid")
+    >>> layer(np.array([-10.0, 0.0, 10.0]))  # forward: plain sigmoid
+    """
+
+    def __init__(self, activation, slope=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = _deserialize_activation(activation)
+        self.slope = float(slope)
+        self._backprop = ops.linear_backprop(self.activation, slope=self.slope)
+        self.supports_masking = True
+        self._build_at_init()
+
+    @property
+    def forward(self):
+        """The forward activation function."""
+        return self._backprop.forward
+
+    def call(self, inputs):
+        return self._backprop(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "activation": _serialize_activation(self.activation),
+                "slope": self.slope,
+            }
+        )
+        return config
+
+
+class _NamedLinearBackprop(LinearBackprop):
+    """Base of the named variants: the activation is fixed by the class."""
+
+    activation_name = None
+
+    def __init__(self, slope=1.0, **kwargs):
+        kwargs.pop("activation", None)
+        super().__init__(self.activation_name, slope=slope, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["activation"]
+        return config
+
+
+def _named(activation_name):
+    """Registers a named variant class for `activation_name`."""
+
+    def decorate(cls):
+        cls.activation_name = activation_name
+        cls.__doc__ = (
+            f"`LinearBackprop('{activation_name}')`: {activation_name} forward, "
+            "`g <- slope * g` backward.\n\n    Args:\n        slope: constant "
+            "multiplying the upstream gradient (default 1.0).\n    "
+        )
+        return keras.saving.register_keras_serializable(package="keras_linbp")(cls)
+
+    return decorate
+
+
+@_named("sigmoid")
+class LinBPSigmoid(_NamedLinearBackprop):
+    pass
+
+
+@_named("tanh")
+class LinBPTanh(_NamedLinearBackprop):
+    pass
+
+
+@_named("relu")
+class LinBPReLU(_NamedLinearBackprop):
+    pass
+
+
+@_named("relu6")
+class LinBPReLU6(_NamedLinearBackprop):
+    pass
+
+
+@_named("leaky_relu")
+class LinBPLeakyReLU(_NamedLinearBackprop):
+    pass
+
+
+@_named("elu")
+class LinBPELU(_NamedLinearBackprop):
+    pass
+
+
+@_named("gelu")
+class LinBPGELU(_NamedLinearBackprop):
+    pass
+
+
+@_named("silu")
+class LinBPSiLU(_NamedLinearBackprop):
+    pass
+
+
+@_named("softplus")
+class LinBPSoftplus(_NamedLinearBackprop):
+    pass
+
+
+@_named("hard_sigmoid")
+class LinBPHardSigmoid(_NamedLinearBackprop):
+    pass
+
+
+@_named("hard_tanh")
+class LinBPHardTanh(_NamedLinearBackprop):
+    pass
+
+
+@_named("sign")
+class LinBPSign(_NamedLinearBackprop):
+    pass
+
+
+NAMED_LAYERS = [
+    LinBPSigmoid,
+    LinBPTanh,
+    LinBPReLU,
+    LinBPReLU6,
+    LinBPLeakyReLU,
+    LinBPELU,
+    LinBPGELU,
+    LinBPSiLU,
+    LinBPSoftplus,
+    LinBPHardSigmoid,
+    LinBPHardTanh,
+    LinBPSign,
+]
