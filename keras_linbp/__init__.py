@@ -14,3 +14,7 @@ from keras_linbp import sites
 from keras_linbp.layers import LinearBackprop
 from keras_linbp.ops import linear_backprop
 from keras_linbp.ops import straight_through
+from keras_linbp import binary
+from keras_linbp import callbacks
+from keras_linbp import models
+from keras_linbp.models import LinearBackpropModel

@@ -198,24 +198,25 @@ linbp_sign = _make_linbp_function(ACTIVATIONS["sign"])
 linbp_linear = _make_linbp_function(ACTIVATIONS["linear"])
 linbp_swish = linbp_silu
 
+# name -> linbp_NAME, for every table entry.
 LINBP_FUNCTIONS = {
     fn._linbp_activation: fn
     for fn in [
-    linbp_sigmoid,
-    linbp_tanh,
-    linbp_softsign,
-    linbp_hard_sigmoid,
-    linbp_hard_tanh,
-    linbp_relu,
-    linbp_relu6,
-    linbp_leaky_relu,
-    linbp_elu,
-    linbp_selu,
-    linbp_gelu,
-    linbp_silu,
-    linbp_softplus,
-    linbp_hard_silu,
-    linbp_sign,
-    linbp_linear,
+        linbp_sigmoid,
+        linbp_tanh,
+        linbp_softsign,
+        linbp_hard_sigmoid,
+        linbp_hard_tanh,
+        linbp_relu,
+        linbp_relu6,
+        linbp_leaky_relu,
+        linbp_elu,
+        linbp_selu,
+        linbp_gelu,
+        linbp_silu,
+        linbp_softplus,
+        linbp_hard_silu,
+        linbp_sign,
+        linbp_linear,
     ]
 }

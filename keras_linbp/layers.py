@@ -12,17 +12,36 @@ from keras_linbp import ops
 
 
 def _serialize_activation(activation):
+    """A table name stays a name; any callable becomes a Keras object config.
+
+    A table forward function (`keras.activations.tanh`, the table's `sign`)
+    is stored by its table name. Other callables are stored in Keras's full
+    object form: `keras.activations.serialize` would return a bare name for
+    Keras-only functions such as `mish`, which the table does not know.
+    """
     if isinstance(activation, str):
         return activation
-    return keras.activations.serialize(activation)
+    spec = linbp_activations.find_spec(activation)
+    if spec is not None and activation is spec.forward:
+        return spec.name
+    return keras.saving.serialize_keras_object(activation)
 
 
 def _deserialize_activation(config):
     if isinstance(config, str):
-        # Table names first; a Keras-only name (e.g. "mish") is an error
-        # from the table, which lists the valid names.
+        # A table name (or an unknown name: the table's error lists the
+        # valid names).
         return config
-    return keras.activations.deserialize(config)
+    activation = keras.activations.deserialize(config)
+    if callable(activation):
+        return activation
+    if isinstance(activation, str) and activation in linbp_activations.valid_names():
+        return activation
+    raise ValueError(
+        f"Could not locate the activation function {config.get('config')!r}. "
+        "Decorate it with `@keras.saving.register_keras_serializable()` and "
+        "import it before loading, or pass it in `custom_objects`."
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_linbp")
@@ -82,7 +101,13 @@ class _NamedLinearBackprop(LinearBackprop):
     activation_name = None
 
     def __init__(self, slope=1.0, **kwargs):
-        kwargs.pop("activation", None)
+        activation = kwargs.pop("activation", self.activation_name)
+        if activation != self.activation_name:
+            raise ValueError(
+                f"{type(self).__name__} always applies "
+                f"{self.activation_name!r}; got activation={activation!r}. "
+                "Use `LinearBackprop(activation)` for another activation."
+            )
         super().__init__(self.activation_name, slope=slope, **kwargs)
 
     def get_config(self):

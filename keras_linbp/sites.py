@@ -166,7 +166,21 @@ def _expand_output(layer):
     if isinstance(layer, keras.Model):
         inner = _output_layers(layer)
         found |= inner
+        if not inner:
+            # A subclassed model has no graph: guess its output layer.
+            found |= _guessed_output_layers(layer)
     return found
+
+
+def _guessed_output_layers(model):
+    """The last leaf layer a subclassed model defines (attribute order).
+
+    A subclassed model has no symbolic outputs; its head is normally the
+    layer it defines last. If that layer has no activation (logits), no
+    site is an output site.
+    """
+    leaves = [layer for layer, _ in _walk(model) if layer is not model and not _children(layer)]
+    return {id(leaves[-1])} if leaves else set()
 
 
 def find_activation_sites(model):
@@ -174,8 +188,10 @@ def find_activation_sites(model):
 
     Walks the model's layers depth first (the order of `model.layers`:
     topological for Sequential and functional models, attribute order for
-    subclassed ones), into nested models and layers. For a subclassed
-    model without symbolic outputs, the last site counts as the output.
+    subclassed ones), into nested models and layers. A subclassed model
+    (top level or nested) has no symbolic outputs: the last leaf layer it
+    defines counts as its output layer (so a logits `Dense` head without
+    activation leaves every site a hidden site).
 
     Args:
         model: a built Keras model (or layer).
@@ -197,12 +213,12 @@ def find_activation_sites(model):
             visit(child, "" if layer is model else path)
 
     visit(model, "")
-    output_ids = _output_layers(model) if isinstance(model, keras.Model) else set()
+    output_ids = (
+        _output_layers(model) if isinstance(model, keras.Model) else set()
+    ) or _guessed_output_layers(model)
     for depth, site in enumerate(sites, start=1):
         site.depth = depth
         site.is_output = id(site.layer) in output_ids
-    if sites and not output_ids:
-        sites[-1].is_output = True
     return sites
 
 

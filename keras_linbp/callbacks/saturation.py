@@ -1,0 +1,310 @@
+"""`SaturationHistograms`: activation, pre-activation and local-derivative
+histograms and saturation fractions of every activation site, in
+TensorBoard."""
+
+import concurrent.futures
+import os
+import pickle
+import subprocess
+import sys
+import warnings
+
+import tensorflow as tf
+
+from keras_linbp import sites as linbp_sites
+from keras_linbp.callbacks import _probe
+
+IMAGE_BINS = 50
+IMAGE_TAG = "activations/histogram_grid"
+
+
+class SaturationHistograms(_probe.ProbeCallback):
+    """Logs how saturated each activation site is, for TensorBoard.
+
+    Every `freq` epochs the callback runs ONE extra inference forward
+    (`training=False`) on a fixed probe batch and records, for each
+    activation site (see `keras_linbp.sites.find_activation_sites`; the
+    output layer included), its pre-activation `a`, activation `f(a)` and
+    local derivative `|f'(a)|` (by autodiff of the plain activation). The
+    statistics are computed on device in one `tf.function` and written
+    with `tf.summary` to `<log_dir>/train` -- the directory
+    `keras.callbacks.TensorBoard(log_dir)` writes its training summaries
+    to, so both show as one run.
+
+    Tags (`<layer>` is the layer name; the path `outer/inner` where two
+    layers share a name):
+
+    - `saturation/<layer>/saturated_fraction` (bounded units: sigmoid,
+      tanh, ...): the fraction with `|f'(a)| < threshold * max|f'|`.
+    - `saturation/<layer>/dead_fraction` (rectifiers: relu, elu, ...):
+      the fraction with `f'(a) == 0`.
+    - `saturation/<layer>/clipped_fraction` (binary units: sign): the
+      fraction with `|a| > 1`, where a clipped straight-through estimator
+      passes no gradient.
+    - `saturation/<layer>/mean_abs_pre_activation`: mean `|a|`.
+    - `saturation/<layer>/nonfinite`: count of NaN/Inf pre-activations
+      (they are excluded from everything else).
+    - histograms `activations/<layer>/pre_activation`,
+      `activations/<layer>/activation`, `activations/<layer>/derivative`
+      (softmax sites: no derivative; it is not elementwise).
+    - image `activations/histogram_grid`: one activation histogram per
+      site (needs matplotlib; skipped with a warning without it).
+
+    Activations outside the table (`site.saturation == "unknown"`) get both
+    fractions, `saturated_fraction` measured against the largest `|f'|`
+    in the probe batch.
+
+    The step is the epoch (0-based, as `keras.callbacks.TensorBoard`
+    uses). With `batch_freq=N` the callback instead probes every N training
+    batches and the step is the number of training batches seen in this
+    `fit` call (no epoch-end probes then, so each tag has one x-axis).
+
+    Args:
+        log_dir: the TensorBoard log directory (as given to
+            `keras.callbacks.TensorBoard`).
+        data: the probe batch: an array (or dict / list of arrays), a tuple
+            `(x, y[, sample_weight])`, a batched `tf.data.Dataset` or a
+            `keras.utils.PyDataset` (its first batch is used). Default:
+            the first validation batch of `fit`, else its first training
+            batch.
+        freq: probe every `freq` epochs.
+        sites: which sites to log: None (all), a list of layer names or
+            paths, a regex (matched against the path) or a callable
+            `site -> bool`. A name matching no site raises `ValueError`.
+        threshold: a bounded unit counts as saturated when
+            `|f'(a)| < threshold * max|f'|`. Default 0.1: tanh beyond
+            `|a| > 1.82`, sigmoid beyond `|a| > 3.64`.
+        max_samples: use at most this many examples of the probe batch.
+        batch_freq: if set, probe every `batch_freq` training batches
+            instead of at epoch ends.
+        buckets: number of histogram buckets.
+        image: write the histogram-grid image at every probe (True), at
+            every N-th probe (an int N) or never (False). It is rendered
+            with matplotlib in a separate, low-priority process (started at
+            the first image, ended with `fit`), so training neither waits
+            for it nor shares the GIL with it; it still costs 0.1-0.2 s of
+            CPU per image, which a model with sub-second epochs notices
+            when no core is free. All images are written by the end of
+            `fit`.
+
+    Example:
+
+    ```python
+    model.fit(
+        x, y, epochs=10, validation_data=(x_val, y_val),
+        callbacks=[
+            keras.callbacks.TensorBoard("logs"),
+            keras_linbp.callbacks.SaturationHistograms("logs"),
+        ],
+    )
+    ```
+    """
+
+    def __init__(
+        self,
+        log_dir,
+        data=None,
+        freq=1,
+        sites=None,
+        threshold=_probe.DEFAULT_THRESHOLD,
+        max_samples=_probe.DEFAULT_MAX_SAMPLES,
+        batch_freq=None,
+        buckets=_probe.DEFAULT_BUCKETS,
+        image=True,
+    ):
+        super().__init__(
+            log_dir,
+            data=data,
+            freq=freq,
+            sites=sites,
+            max_samples=max_samples,
+            batch_freq=batch_freq,
+        )
+        if not 0.0 < float(threshold) < 1.0:
+            raise ValueError(f"`threshold` must be in (0, 1); got {threshold}.")
+        self.threshold = float(threshold)
+        self.buckets = int(buckets)
+        if isinstance(image, bool):
+            self.image = image
+        elif isinstance(image, int) and image >= 1:
+            self.image = int(image)
+        else:
+            raise ValueError(f"`image` must be True, False or an int >= 1; got {image!r}.")
+        self._probes_done = 0
+        self._image_warned = False
+        self._image_executor = None
+        self._image_futures = []
+        self._renderer = None
+        self._images_failed = False
+
+    def _build(self):
+        self._recorder = _probe.SiteRecorder()
+        self._plain = {}
+        self._kinds = {}
+        for site in self._selected:
+            key = _probe.site_key(site)
+            plain = _probe.plain_function(site, linbp_sites.original_function(site))
+            self._plain[key] = plain
+            self._kinds[key] = _probe.saturation_kind(site, plain)
+        self._kind_names = {
+            self._tags[key]: kind for key, (kind, _) in self._kinds.items()
+        }
+        # autograph=False: the loops are over Python lists of sites.
+        self._probe_function = tf.function(self._probe_graph, autograph=False)
+
+    def _probe_graph(self, x, step):
+        self._recorder.start()
+        with linbp_sites.swap_sites(self._selected, self._recorder):
+            self.model(x, training=False)
+        image_counts = {}
+        with self._writer.as_default(step=step):
+            for site in self._selected:
+                key = _probe.site_key(site)
+                if key not in self._recorder.inputs:
+                    continue
+                a = self._recorder.inputs[key]
+                args, kwargs = self._recorder.extra_args[key]
+                plain = self._plain[key]
+                kind, max_derivative = self._kinds[key]
+                if kind == "softmax":
+                    h, d = plain(a, *args, **kwargs), None
+                else:
+                    h, d = _probe.local_derivative(
+                        lambda t: plain(t, *args, **kwargs), a
+                    )
+                scalars, values, valid = _probe.site_statistics(
+                    a, h, d, kind, max_derivative, self.threshold
+                )
+                tag = self._tags[key]
+                for name, value in scalars.items():
+                    tf.summary.scalar(f"saturation/{tag}/{name}", value, step=step)
+                for name, value in values.items():
+                    _probe.write_histogram(
+                        f"activations/{tag}/{name}", value, valid, step, self.buckets
+                    )
+                if self.image:
+                    image_counts[tag] = _probe.image_histogram(
+                        values["activation"], valid, IMAGE_BINS
+                    )
+        return image_counts
+
+    def _probe(self, step):
+        image_counts = self._probe_function(self._probe_x, step)
+        self._probes_done += 1
+        every = 1 if self.image is True else int(self.image)
+        if (
+            self.image
+            and image_counts
+            and not self._images_failed
+            and (self._probes_done - 1) % every == 0
+        ):
+            # Only the small bucket-count arrays leave the device. The figure
+            # (~0.15 s of matplotlib) is rendered in a separate process
+            # (`_ImageRenderer`), waited for on a worker thread, so training
+            # neither waits for it nor competes with it for the GIL.
+            histograms = {
+                tag: (counts.numpy(), edges.numpy())
+                for tag, (counts, edges) in image_counts.items()
+            }
+            if self._image_executor is None:
+                self._image_executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="SaturationHistograms"
+                )
+            self._image_futures.append(
+                self._image_executor.submit(self._write_image, histograms, int(step))
+            )
+
+    def _write_image(self, histograms, step):
+        if self._renderer is None:
+            self._renderer = _ImageRenderer()
+        try:
+            png = self._renderer.render(
+                {"histograms": histograms, "kinds": self._kind_names, "step": step}
+            )
+        except RuntimeError as error:
+            # Don't try again every epoch (e.g. matplotlib is missing).
+            self._images_failed = True
+            return f"no image summary ({error}); install matplotlib or pass image=False"
+        image = tf.io.decode_png(png, channels=4)[tf.newaxis]
+        with self._writer.as_default(step=step):
+            tf.summary.image(IMAGE_TAG, image, step=step)
+        return None
+
+    def _finish_images(self):
+        """Waits for pending image renders; warns once about a failure."""
+        futures, self._image_futures = self._image_futures, []
+        for future in futures:
+            problem = future.result()
+            if problem and not self._image_warned:
+                self._image_warned = True
+                warnings.warn(f"SaturationHistograms: {problem}.", stacklevel=3)
+
+    def on_train_end(self, logs=None):
+        self._finish_images()
+        if self._image_executor is not None:
+            self._image_executor.shutdown(wait=True)
+            self._image_executor = None
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+        super().on_train_end(logs)
+
+    def get_config(self):
+        return {
+            "log_dir": self.log_dir,
+            "freq": self.freq,
+            "sites": self.sites,
+            "threshold": self.threshold,
+            "max_samples": self.max_samples,
+            "batch_freq": self.batch_freq,
+            "buckets": self.buckets,
+            "image": self.image,
+        }
+
+
+class _ImageRenderer:
+    """A child process running `keras_linbp.plotting.serve()`, started with
+    only `plotting.py` loaded (no TensorFlow), at lowered priority."""
+
+    _BOOT = (
+        "import importlib.util, sys\n"
+        "spec = importlib.util.spec_from_file_location('_keras_linbp_plotting', sys.argv[1])\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        "module.serve()\n"
+    )
+
+    def __init__(self):
+        from keras_linbp import plotting
+
+        self._plotting = plotting
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", self._BOOT, os.path.abspath(plotting.__file__)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+
+    def render(self, request):
+        """PNG bytes of `plotting.activation_histogram_grid_png(**request)`.
+
+        Raises:
+            RuntimeError: if the child failed (e.g. no matplotlib).
+        """
+        try:
+            self._plotting.write_frame(self._process.stdin, pickle.dumps(request))
+            reply = self._plotting.read_frame(self._process.stdout)
+        except (BrokenPipeError, OSError) as error:
+            raise RuntimeError(f"the render process failed: {error}") from error
+        if reply is None:
+            raise RuntimeError("the render process exited")
+        if reply[:1] != b"P":
+            raise RuntimeError(reply[1:].decode(errors="replace"))
+        return reply[1:]
+
+    def close(self):
+        try:
+            self._process.stdin.close()
+            self._process.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self._process.kill()
+            self._process.wait()

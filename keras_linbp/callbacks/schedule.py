@@ -1,0 +1,73 @@
+"""`BackpropSchedule`: switch a `LinearBackpropModel` between linear and
+exact backprop by epoch."""
+
+import keras
+
+from keras_linbp.models import BACKPROP_MODES
+from keras_linbp.models import LinearBackpropModel
+
+
+class BackpropSchedule(keras.callbacks.Callback):
+    """Sets `model.backprop` at the start of every epoch.
+
+    Args:
+        schedule: either an int `N` -- linear backprop for the first `N`
+            epochs (epochs `0 .. N-1`), exact backprop from epoch `N` on --
+            or a callable `epoch -> "linear" | "exact"` (`epoch` counts from
+            0, as in `keras.callbacks.LearningRateScheduler`).
+        verbose: 1 prints a line whenever the rule changes.
+
+    The model must be a `keras_linbp.LinearBackpropModel`; the new rule
+    takes effect at the epoch's first step (the training step is retraced).
+
+    Example:
+
+    ```python
+    # Linear backprop for 3 epochs, then exact backprop to fine-tune.
+    model.fit(x, y, epochs=10, callbacks=[BackpropSchedule(3)])
+    # Alternate every epoch.
+    BackpropSchedule(lambda epoch: "linear" if epoch % 2 == 0 else "exact")
+    ```
+    """
+
+    def __init__(self, schedule, verbose=0):
+        super().__init__()
+        if isinstance(schedule, bool) or not (
+            isinstance(schedule, int) or callable(schedule)
+        ):
+            raise ValueError(
+                "`schedule` must be an int N (linear for the first N epochs, "
+                "then exact) or a callable epoch -> 'linear' | 'exact'; got "
+                f"{schedule!r}."
+            )
+        if isinstance(schedule, int) and schedule < 0:
+            raise ValueError(f"`schedule` must be >= 0 epochs, got {schedule}.")
+        self.schedule = schedule
+        self.verbose = verbose
+
+    def backprop_for_epoch(self, epoch):
+        """The rule (`"linear"` or `"exact"`) for a 0-based epoch."""
+        if isinstance(self.schedule, int):
+            return "linear" if epoch < self.schedule else "exact"
+        rule = self.schedule(epoch)
+        if rule not in BACKPROP_MODES:
+            raise ValueError(
+                f"The schedule returned {rule!r} for epoch {epoch}; expected "
+                f"one of {BACKPROP_MODES}."
+            )
+        return rule
+
+    def on_train_begin(self, logs=None):
+        if not isinstance(self.model, LinearBackpropModel):
+            raise ValueError(
+                "BackpropSchedule needs a keras_linbp.LinearBackpropModel, got "
+                f"{type(self.model).__name__}. Wrap the model with "
+                "`keras_linbp.LinearBackpropModel.from_model(model)`."
+            )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        rule = self.backprop_for_epoch(epoch)
+        if rule != self.model.backprop:
+            if self.verbose:
+                print(f"\nEpoch {epoch + 1}: BackpropSchedule sets backprop={rule!r}.")
+            self.model.backprop = rule

@@ -1,0 +1,466 @@
+"""`LinearBackpropModel`: train any Keras model with linear backprop in `fit`.
+
+During the training step only, every selected activation site of the model
+(`Dense(..., activation=...)`, `Conv*`, `Activation`, `ReLU`, `LeakyReLU`,
+`ELU`, sites inside nested models; see `keras_linbp.sites`) keeps its forward
+function but backpropagates `g <- slope * g` instead of `g <- g * f'(a)`
+(Yazdani 2018, "Linear Backprop in non-linear networks").
+
+The training step is Keras's own: `train_step` swaps the selected sites to
+the linear rule for the length of `super().train_step(data)`. Keras traces
+that step into `model.train_function`, so the swap only changes which
+gradient ops are traced; sample and class weights, compiled metrics,
+regularization losses, mixed-precision loss scaling, `jit_compile`,
+`steps_per_execution`, gradient clipping and `tf.distribute` strategies are
+all handled by Keras exactly as for a plain `keras.Model`. `evaluate`,
+`predict` and plain calls are untouched.
+"""
+
+import warnings
+
+import keras
+from keras.src.models.functional import Functional
+from keras.src.models.model import functional_init_arguments
+from keras.src.utils import naming
+
+from keras_linbp import ops
+from keras_linbp import sites as linbp_sites
+
+BACKPROP_MODES = ("linear", "exact")
+
+
+def _check_backprop(value):
+    if value not in BACKPROP_MODES:
+        raise ValueError(
+            f"Unknown `backprop` value {value!r}: expected one of {BACKPROP_MODES}."
+        )
+    return value
+
+
+def _check_slope(value):
+    try:
+        slope = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`slope` must be a number, got {value!r}.") from None
+    return slope
+
+
+def _serialize_sites(sites):
+    if sites is None or isinstance(sites, str):
+        return sites
+    if callable(sites):
+        return keras.saving.serialize_keras_object(sites)
+    return list(sites)
+
+
+def _deserialize_sites(config):
+    if isinstance(config, dict):
+        return keras.saving.deserialize_keras_object(config)
+    return config
+
+
+@keras.saving.register_keras_serializable(package="keras_linbp")
+class LinearBackpropModel(keras.Model):
+    """A `keras.Model` whose training step uses linear backprop.
+
+    Forward pass: unchanged. Backward pass of `fit` / `train_on_batch`:
+    through each selected activation site the upstream gradient is passed
+    on as `slope * g` -- the activation derivative is never computed. Weight
+    gradients and the propagation through the weights are ordinary backprop.
+    The output layer's activation (and softmax) keep their exact derivative
+    unless asked otherwise, so the loss gradient reaching the network is the
+    true one (the paper's Algorithm 2 with `g <- g` at hidden activations).
+
+    Three ways to make one:
+
+    - functional: `LinearBackpropModel(inputs, outputs, backprop="linear")`;
+    - subclassing: subclass `LinearBackpropModel`, pass the options to
+      `super().__init__(**kwargs)` and write `call()`;
+    - `LinearBackpropModel.from_model(model, **options)` wraps an existing
+      built Sequential, functional or subclassed model, sharing its layers
+      and weights (no copies).
+
+    Args:
+        backprop: `"linear"` (default) or `"exact"` (ordinary backprop:
+            updates identical to a plain `keras.Model`). Settable between
+            steps: `model.backprop = "exact"` takes effect at the next step
+            (see also `keras_linbp.callbacks.BackpropSchedule`).
+        slope: the constant the upstream gradient is multiplied by at each
+            linear site (default 1.0: `g <- g`).
+        sites: which activation sites use the linear rule: None (all), a
+            list of layer names or paths (`"block/dense_1"`), a regex
+            (matched with `re.search` against the path) or a callable
+            `ActivationSite -> bool`.
+        from_depth: only sites at depth >= `from_depth` (1-based, forward
+            order) use the linear rule -- LinBP of Guo et al. 2020
+            linearizes only the later part of a network.
+        include_output: also linearize the output layer's activation
+            (default False: its exact derivative is kept).
+        include_softmax: also linearize softmax sites (default False).
+        **kwargs: arguments of `keras.Model` (`inputs`, `outputs`, `name`,
+            ...).
+
+    Activations written inside a custom layer's or subclassed model's own
+    `call()` (`tf.nn.relu(x)`) are invisible and keep exact backprop;
+    `linbp_summary()` lists them.
+
+    Example:
+
+    ```python
+    inputs = keras.Input((784,))
+    h = keras.layers.Dense(256, activation="sigmoid")(inputs)
+    h = keras.layers.Dense(256, activation="sigmoid")(h)
+    outputs = keras.layers.Dense(10)(h)
+    model = keras_linbp.LinearBackpropModel(inputs, outputs)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=5, callbacks=[keras_linbp.callbacks.BackpropSchedule(3)])
+    model.linbp_summary()
+    ```
+    """
+
+    def __new__(cls, *args, **kwargs):
+        if cls is LinearBackpropModel and functional_init_arguments(args, kwargs):
+            # Keras would make `Model(inputs, outputs)` functional by
+            # rewriting the class's bases for good (see
+            # `inject_functional_model_class`), which would turn every later
+            # subclassed LinearBackpropModel into a broken Functional. A
+            # dedicated functional class avoids that.
+            return FunctionalLinearBackpropModel.__new__(
+                FunctionalLinearBackpropModel, *args, **kwargs
+            )
+        return super().__new__(cls, *args, **kwargs)
+
+    def __init__(
+        self,
+        *args,
+        backprop="linear",
+        slope=1.0,
+        sites=None,
+        from_depth=None,
+        include_output=False,
+        include_softmax=False,
+        **kwargs,
+    ):
+        if keras.backend.backend() != "tensorflow":
+            raise RuntimeError(
+                "LinearBackpropModel needs the TensorFlow backend; "
+                f"KERAS_BACKEND is {keras.backend.backend()!r}."
+            )
+        if functional_init_arguments(args, kwargs) and Functional not in type(self).__mro__:
+            raise TypeError(
+                f"{type(self).__name__} is a subclass of LinearBackpropModel: "
+                "write its `call()`, or build a functional model with "
+                "`LinearBackpropModel(inputs, outputs, ...)`, or wrap a model "
+                "with `LinearBackpropModel.from_model(model, ...)`."
+            )
+        _check_backprop(backprop)
+        slope = _check_slope(slope)
+        if from_depth is not None and int(from_depth) < 1:
+            raise ValueError(f"`from_depth` counts from 1; got {from_depth}.")
+        super().__init__(*args, **kwargs)
+        self._backprop = backprop
+        self._slope = slope
+        # A tuple, not a list: Keras would wrap a list attribute for tracking.
+        self._sites_option = (
+            tuple(sites)
+            if sites is not None and not isinstance(sites, str) and not callable(sites)
+            else sites
+        )
+        self._from_depth = None if from_depth is None else int(from_depth)
+        self._include_output = bool(include_output)
+        self._include_softmax = bool(include_softmax)
+        self._selected_sites_cache = None
+        if self.built and self._sites_option is not None:
+            # Report a misnamed site now rather than at the first step.
+            self.linear_sites()
+
+    @classmethod
+    def from_model(cls, model, **options):
+        """Wraps a built model; the result shares its layers and weights.
+
+        A Sequential or functional `model` gives a functional
+        `LinearBackpropModel` over the same layer graph (same layer names,
+        so `sites=` can name them). A subclassed `model` becomes the single
+        layer of a functional `LinearBackpropModel` whose inputs have the
+        shapes `model` was built with (its sites are then named
+        `"<model name>/<layer>"`).
+
+        Args:
+            model: a built `keras.Model`.
+            **options: `LinearBackpropModel` options (`backprop`, `slope`,
+                `sites`, `from_depth`, `include_output`, `include_softmax`)
+                and `name`.
+
+        Returns:
+            A `LinearBackpropModel` (not compiled).
+
+        Raises:
+            ValueError: if `model` is not built.
+        """
+        if not isinstance(model, keras.Model):
+            raise TypeError(
+                f"`from_model` expects a keras.Model, got {type(model).__name__}."
+            )
+        if not model.built:
+            raise ValueError(
+                f"`from_model` needs a built model, but model {model.name!r} "
+                "is not built: give it an `Input`, call it on a batch, or call "
+                "`model.build(input_shape)` first."
+            )
+        options.setdefault("name", f"{model.name}_linbp")
+        if isinstance(model, (Functional, keras.Sequential)):
+            inputs, outputs = _symbolic_inputs_outputs(model)
+            return LinearBackpropModel(inputs, outputs, **options)
+        inputs = _inputs_like_build_shapes(model)
+        return LinearBackpropModel(inputs, model(inputs), **options)
+
+    # --- options -------------------------------------------------------------
+
+    @property
+    def backprop(self):
+        """`"linear"` or `"exact"`; assigning takes effect at the next step."""
+        return self._backprop
+
+    @backprop.setter
+    def backprop(self, value):
+        _check_backprop(value)
+        if value != self._backprop:
+            self._backprop = value
+            self._retrace_train_function()
+
+    @property
+    def slope(self):
+        """The linear rule's gradient factor; assigning takes effect at the next step."""
+        return self._slope
+
+    @slope.setter
+    def slope(self, value):
+        value = _check_slope(value)
+        if value != self._slope:
+            self._slope = value
+            self._retrace_train_function()
+
+    @property
+    def from_depth(self):
+        return self._from_depth
+
+    @property
+    def include_output(self):
+        return self._include_output
+
+    @property
+    def include_softmax(self):
+        return self._include_softmax
+
+    @property
+    def sites_option(self):
+        """The `sites=` argument as given (None, names, regex or callable)."""
+        return self._sites_option
+
+    def _retrace_train_function(self):
+        # Keras caches the traced step in `train_function`; the swap happens
+        # at trace time, so a new mode needs a new trace. `fit` looks
+        # `self.train_function` up before every step, so rebuilding it (rather
+        # than setting it to None) also works from a callback mid-`fit`.
+        if getattr(self, "train_function", None) is not None:
+            self.make_train_function(force=True)
+
+    # --- sites ---------------------------------------------------------------
+
+    def activation_sites(self):
+        """Every activation site of the model (`keras_linbp.sites.ActivationSite`)."""
+        return linbp_sites.find_activation_sites(self)
+
+    def linear_sites(self):
+        """The sites that use the linear rule when `backprop == "linear"`.
+
+        Sites already linear by construction (`LinearBackprop` layers,
+        `linbp_*` activations) are not listed: they are linear in both
+        modes.
+
+        Raises:
+            ValueError: if `sites=` names a layer with no activation site
+                (the message lists the sites there are).
+        """
+        if self._selected_sites_cache is None or not self.built:
+            # Cached once built: the traced step calls this on every
+            # retrace, and a subclassed model's layers exist only then.
+            self._selected_sites_cache = linbp_sites.select_sites(
+                linbp_sites.find_activation_sites(self),
+                sites=self._sites_option,
+                from_depth=self._from_depth,
+                include_output=self._include_output,
+                include_softmax=self._include_softmax,
+            )
+            if isinstance(self._sites_option, str) and not self._selected_sites_cache:
+                warnings.warn(
+                    f"`sites={self._sites_option!r}` selects no activation site "
+                    f"of {self.name!r}; training uses exact backprop. Site "
+                    "paths: "
+                    f"{[s.path for s in linbp_sites.find_activation_sites(self)]}.",
+                    stacklevel=2,
+                )
+        return list(self._selected_sites_cache)
+
+    def _site_rules(self):
+        """[(site, rule, note)] for every site, rule in linear/exact/linear-fixed."""
+        all_sites = linbp_sites.find_activation_sites(self)
+        selected = {
+            (id(s.layer), s.attribute)
+            for s in linbp_sites.select_sites(
+                all_sites,
+                sites=self._sites_option,
+                from_depth=self._from_depth,
+                include_output=self._include_output,
+                include_softmax=self._include_softmax,
+            )
+        }
+        rows = []
+        for site in all_sites:
+            if site.fixed_linear:
+                rows.append((site, "linear-fixed", "LinearBackprop / linbp_* activation"))
+                continue
+            chosen = (id(site.layer), site.attribute) in selected
+            rule = "linear" if chosen and self._backprop == "linear" else "exact"
+            notes = []
+            if not chosen:
+                if site.is_output and not self._include_output:
+                    notes.append("output layer")
+                if site.is_softmax and not self._include_softmax:
+                    notes.append("softmax")
+                if self._from_depth is not None and site.depth < self._from_depth:
+                    notes.append(f"before from_depth={self._from_depth}")
+                if not notes:
+                    notes.append("not selected by `sites`")
+            elif self._backprop == "exact":
+                notes.append('linear when backprop="linear"')
+            rows.append((site, rule, ", ".join(notes)))
+        return rows
+
+    def linbp_summary(self, print_fn=None):
+        """Prints every activation site with its backward rule.
+
+        Columns: depth, site path, layer class, activation, rule
+        (`linear`, `exact`, or `linear-fixed` for `LinearBackprop` layers and
+        `linbp_*` activations) and why a site is exact. Then the layers whose
+        own `call()` is custom code: activations computed there are invisible
+        to the model and keep exact backprop.
+
+        Args:
+            print_fn: function taking a line of text (default `print`).
+        """
+        print_fn = print_fn or print
+        rows = self._site_rules()
+        header = ("#", "site", "layer", "activation", "rule", "note")
+        table = [header] + [
+            (
+                str(site.depth),
+                site.path,
+                type(site.layer).__name__,
+                site.activation_name,
+                rule,
+                note,
+            )
+            for site, rule, note in rows
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+
+        def line(row):
+            return "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+
+        n_linear = sum(rule != "exact" for _, rule, _ in rows)
+        print_fn(
+            f'LinearBackpropModel "{self.name}": backprop={self._backprop!r}, '
+            f"slope={self._slope:g}; {n_linear} of {len(rows)} activation "
+            "sites use the linear backward rule in training."
+        )
+        print_fn(line(header))
+        print_fn("  ".join("-" * w for w in widths))
+        for row in table[1:]:
+            print_fn(line(row))
+        if not rows:
+            print_fn("(no activation sites found)")
+        unconverted = linbp_sites.find_unconverted(self)
+        if unconverted:
+            print_fn("Not converted (exact backprop):")
+            for path, reason in unconverted:
+                print_fn(f"  {path}: {reason}")
+
+    # --- training ------------------------------------------------------------
+
+    def train_step(self, data):
+        # Keras's own TensorFlow train_step, traced with the selected sites
+        # swapped to the linear rule. With MirroredStrategy every replica
+        # thread runs train_step, and the swap is per thread.
+        if self._backprop == "exact":
+            return super().train_step(data)
+        slope = self._slope
+        with linbp_sites.swap_sites(
+            self.linear_sites(),
+            lambda site, original: ops.linear_backprop(original, slope=slope),
+        ):
+            return super().train_step(data)
+
+    # --- serialization -------------------------------------------------------
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "backprop": self._backprop,
+                "slope": self._slope,
+                "sites": _serialize_sites(self._sites_option),
+                "from_depth": self._from_depth,
+                "include_output": self._include_output,
+                "include_softmax": self._include_softmax,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        if "sites" in config:
+            config["sites"] = _deserialize_sites(config["sites"])
+        return super().from_config(config, custom_objects=custom_objects)
+
+
+@keras.saving.register_keras_serializable(package="keras_linbp")
+class FunctionalLinearBackpropModel(LinearBackpropModel, Functional):
+    """What `LinearBackpropModel(inputs, outputs, ...)` constructs.
+
+    `LinearBackpropModel`'s methods come first in the MRO, `Functional`'s
+    (graph call, config, layers) next.
+    """
+
+    def __new__(cls, *args, **kwargs):
+        return Functional.__new__(cls, *args, **kwargs)
+
+    def __init__(self, *args, **kwargs):
+        if kwargs.get("name") is None:
+            kwargs["name"] = naming.auto_name("LinearBackpropModel")
+        super().__init__(*args, **kwargs)
+
+
+def _symbolic_inputs_outputs(model):
+    if isinstance(model, keras.Sequential):
+        return model.inputs[0] if len(model.inputs) == 1 else model.inputs, model.outputs[0]
+    return model._inputs_struct, model._outputs_struct
+
+
+def _inputs_like_build_shapes(model):
+    shapes = getattr(model, "_build_shapes_dict", None) or {}
+    if len(shapes) != 1:
+        raise ValueError(
+            f"`from_model` cannot infer the inputs of subclassed model "
+            f"{model.name!r}: it was built with {len(shapes)} input arguments "
+            f"({list(shapes) or 'no recorded shapes'}); one input argument "
+            "(a tensor, list or dict of tensors) is supported. Build a "
+            "functional LinearBackpropModel around it instead."
+        )
+    (shape,) = shapes.values()
+
+    def make_input(batch_shape):
+        return keras.Input(batch_shape=(None,) + tuple(batch_shape)[1:], dtype=model.input_dtype)
+
+    return keras.tree.map_shape_structure(make_input, shape)
