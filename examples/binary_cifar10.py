@@ -389,14 +389,14 @@ def main(argv=None):
                 runs.append(run)
         results["rules"][rule] = summarize_rule(runs, args.weight_decay)
 
-    header = f"{'rule':<7} {'weight decay':>12} {'test accuracy':>20} {'final train loss':>20}"
+    header = f"{'rule':<7} {'weight decay':>12} {'test accuracy':>17} {'final train loss':>19}"
     print(header)
     print("-" * len(header))
     for rule, summary in results["rules"].items():
         for stats in summary["by_weight_decay"].values():
             print(f"{rule:<7} {stats['weight_decay']:>12g} "
-                  f"{stats['test_accuracy_mean']:>12.4f} ± {stats['test_accuracy_std']:.4f}"
-                  f"{stats['final_train_loss_mean']:>12.4f} ± {stats['final_train_loss_std']:.4f}")
+                  f"{stats['test_accuracy_mean']:>8.4f} ± {stats['test_accuracy_std']:.4f}"
+                  f"{stats['final_train_loss_mean']:>10.4f} ± {stats['final_train_loss_std']:.4f}")
 
     if args.out:
         os.makedirs(args.out, exist_ok=True)

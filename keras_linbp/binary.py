@@ -76,7 +76,7 @@ class BinarySign(linbp_layers.LinearBackprop):
     `keras_linbp.sites.find_activation_sites` finds every binary unit of a
     model as a `"sign"` site of saturation kind `"binary"` and
     `keras_linbp.callbacks.SaturationHistograms` logs it. The site counts
-    as fixed (`fixed_linear`): a `LinearBackpropModel` leaves its rule
+    as fixed (`site.fixed_rule` is the layer's rule): a `LinearBackpropModel` leaves its rule
     alone, whichever it is.
 
     Args:

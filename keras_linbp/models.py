@@ -303,7 +303,8 @@ class LinearBackpropModel(keras.Model):
         return list(self._selected_sites_cache)
 
     def _site_rules(self):
-        """[(site, rule, note)] for every site, rule in linear/exact/linear-fixed."""
+        """[(site, rule, note)] for every site; rule: linear, exact, or
+        `<rule>-fixed` for a site that fixes its own rule."""
         all_sites = linbp_sites.find_activation_sites(self)
         selected = {
             (id(s.layer), s.attribute)
@@ -317,8 +318,13 @@ class LinearBackpropModel(keras.Model):
         }
         rows = []
         for site in all_sites:
-            if site.fixed_linear:
-                rows.append((site, "linear-fixed", "LinearBackprop / linbp_* activation"))
+            if site.fixed_rule is not None:
+                note = (
+                    f"{type(site.layer).__name__} rule={site.fixed_rule!r}"
+                    if site.kind == "call"
+                    else "linbp_* activation"
+                )
+                rows.append((site, f"{site.fixed_rule}-fixed", note))
                 continue
             chosen = (id(site.layer), site.attribute) in selected
             rule = "linear" if chosen and self._backprop == "linear" else "exact"
@@ -341,8 +347,9 @@ class LinearBackpropModel(keras.Model):
         """Prints every activation site with its backward rule.
 
         Columns: depth, site path, layer class, activation, rule
-        (`linear`, `exact`, or `linear-fixed` for `LinearBackprop` layers and
-        `linbp_*` activations) and why a site is exact. Then the layers whose
+        (`linear`, `exact`, or `<rule>-fixed` for sites that fix their own
+        rule: `LinearBackprop` layers, `linbp_*` activations, binary signs)
+        and why a site is exact. Then the layers whose
         own `call()` is custom code: activations computed there are invisible
         to the model and keep exact backprop.
 

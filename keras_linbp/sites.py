@@ -62,8 +62,10 @@ class ActivationSite:
             `"unknown"`.
         depth: 1-based position among all sites, in forward order.
         is_output: the site belongs to a model output layer.
-        fixed_linear: already linear whatever the model does (a
-            `LinearBackprop` layer or a `linbp_*` activation).
+        fixed_rule: the backward rule the layer or function fixes itself,
+            whatever the model does: `"linear"` for a `LinearBackprop`
+            layer or a `linbp_*` activation, the layer's `rule` for a
+            binary sign (`"ste"`); None for an ordinary site.
     """
 
     layer: keras.layers.Layer
@@ -74,11 +76,11 @@ class ActivationSite:
     saturation: str
     depth: int = 0
     is_output: bool = False
-    fixed_linear: bool = False
+    fixed_rule: str | None = None
 
     @property
     def name(self):
-        """The layer's name (with `/index` for a second site on a layer)."""
+        """The layer's name (an RNN cell's two sites share it; `attribute` tells them apart)."""
         return self.layer.name
 
     @property
@@ -106,21 +108,23 @@ def _is_library_class(cls):
 
 
 def _describe_function(fn):
-    """(activation_name, saturation, fixed_linear) of an activation function."""
+    """(activation_name, saturation, fixed_rule) of an activation function."""
     spec = linbp_activations.find_spec(fn)
-    fixed_linear = getattr(fn, "_linbp_activation", None) is not None
+    fixed_rule = "linear" if getattr(fn, "_linbp_activation", None) else None
     if spec is not None:
-        return spec.name, spec.saturation, fixed_linear
+        return spec.name, spec.saturation, fixed_rule
     name = getattr(fn, "__name__", type(fn).__name__)
     if fn is keras.activations.softmax or name == "softmax":
-        return "softmax", "softmax", False
-    return name, "unknown", False
+        return "softmax", "softmax", None
+    return name, "unknown", None
 
 
 def _layer_sites(layer, path):
     if isinstance(layer, linbp_layers.LinearBackprop):
         name, saturation, _ = _describe_function(layer.forward)
-        return [ActivationSite(layer, path, "call", "call", name, saturation, fixed_linear=True)]
+        # A binary sign layer fixes its own rule (`rule="ste"` or "linear").
+        rule = getattr(layer, "rule", "linear")
+        return [ActivationSite(layer, path, "call", "call", name, saturation, fixed_rule=rule)]
     for cls, name in CALL_SITE_LAYERS.items():
         if type(layer) is cls:
             saturation = "softmax" if name == "softmax" else "rectifier"
@@ -136,7 +140,7 @@ def _layer_sites(layer, path):
         if name == "linear":
             continue
         found.append(
-            ActivationSite(layer, path, "attribute", attribute, name, saturation, fixed_linear=fixed)
+            ActivationSite(layer, path, "attribute", attribute, name, saturation, fixed_rule=fixed)
         )
     return found
 
@@ -268,8 +272,9 @@ def select_sites(
     from_depth=None,
     include_output=False,
     include_softmax=False,
+    include_fixed=False,
 ):
-    """Chooses which sites get the linear backward rule.
+    """Chooses which sites get the linear backward rule (or get inspected).
 
     Args:
         all_sites: the result of `find_activation_sites`.
@@ -281,15 +286,19 @@ def select_sites(
         include_output: also convert the output layer's activation (the
             paper's Algorithm 2 loops k = l ... 1). Default False.
         include_softmax: also convert softmax sites. Default False.
+        include_fixed: keep sites that fix their own rule whatever the
+            model does (`LinearBackprop` layers, `linbp_*` activations,
+            binary signs). Default False: there is nothing to convert;
+            inspection wants them.
 
     Returns:
-        The selected sites (excluding those already fixed linear).
+        The selected sites.
 
     Raises:
         ValueError: when a name in `sites` matches no site; the message
             lists the sites there are.
     """
-    chosen = [s for s in all_sites if not s.fixed_linear]
+    chosen = [s for s in all_sites if include_fixed or s.fixed_rule is None]
     if sites is None:
         pass
     elif isinstance(sites, str):
@@ -298,7 +307,7 @@ def select_sites(
     elif callable(sites):
         chosen = [s for s in chosen if sites(s)]
     else:
-        names = [sites] if isinstance(sites, str) else list(sites)
+        names = list(sites)
         known = {s.name for s in all_sites} | {s.path for s in all_sites}
         missing = [n for n in names if n not in known]
         if missing:

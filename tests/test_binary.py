@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import keras
+
+import keras_linbp
 from keras.src import testing
 
 from keras_linbp import sites
@@ -198,6 +200,14 @@ def test_binary_units_are_activation_sites():
         ("hidden/hidden_input_sign", "sign", "binary")
     ]
     assert found[0].layer.rule == "ste"
+    assert found[0].fixed_rule == "ste"
+    # A LinearBackpropModel leaves the layer's own rule alone and says so.
+    linear_model = keras_linbp.LinearBackpropModel(inputs, outputs)
+    assert linear_model.linear_sites() == []
+    lines = []
+    linear_model.linbp_summary(print_fn=lines.append)
+    (row,) = [line for line in lines if "hidden_input_sign" in line]
+    assert "ste-fixed" in row and "linear-fixed" not in row
 
 
 def test_save_load_keras_file(tmp_path):

@@ -10,7 +10,6 @@ pre-activation `a`. Everything after that -- statistics, histograms, the
 few small arrays (for the image summary) leaves the device.
 """
 
-import dataclasses
 import inspect
 import os
 import tempfile
@@ -184,15 +183,13 @@ def choose_sites(model, sites):
     all_sites = linbp_sites.find_activation_sites(model)
     if sites is None:
         return all_sites
-    # select_sites skips sites that are already linear (it chooses what to
-    # convert); inspection wants them too, so select on copies marked
-    # convertible and map back.
-    copies = [dataclasses.replace(site, fixed_linear=False) for site in all_sites]
-    chosen = linbp_sites.select_sites(
-        copies, sites=sites, include_output=True, include_softmax=True
+    return linbp_sites.select_sites(
+        all_sites,
+        sites=sites,
+        include_output=True,
+        include_softmax=True,
+        include_fixed=True,
     )
-    chosen_ids = {id(copy) for copy in chosen}
-    return [site for site, copy in zip(all_sites, copies) if id(copy) in chosen_ids]
 
 
 def site_key(site):

@@ -102,8 +102,8 @@ class GradientFlow(_probe.ProbeCallback):
         }
 
         def exact(site, original):
-            # Sites that are linear by construction get their plain function.
-            if site.fixed_linear:
+            # Sites that fix their own rule get their plain function.
+            if site.fixed_rule is not None:
                 return _probe.plain_function(site, original)
             return original
 
