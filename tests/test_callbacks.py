@@ -110,7 +110,10 @@ def test_saturation_fractions_against_numpy(tmp_path):
     # Softmax output: histograms of a and f(a), no derivative.
     assert "activations/out/activation" in run
     assert "activations/out/derivative" not in run
-    assert "activations/histogram_grid" in run
+    # The image as TensorBoard's image plugin reads it: width, height, PNG.
+    width, height, png = run["activations/histogram_grid"][0]
+    pixels = tf.io.decode_png(png).numpy()
+    assert pixels.shape[:2] == (int(height), int(width)) and pixels.std() > 0
 
 
 def test_nonfinite_pre_activations_are_counted_not_histogrammed(tmp_path):
@@ -398,6 +401,22 @@ def test_image_cadence_and_argument_checks(tmp_path):
     run = read_run(str(tmp_path))
     assert sorted(run["saturation/dead_relu/dead_fraction"]) == [0, 1, 2]
     assert sorted(run["activations/histogram_grid"]) == [0, 2]
+
+
+def test_default_image_keeps_within_time_budget(tmp_path, monkeypatch):
+    # image=True draws while drawing has cost <= budget x training time: the
+    # first probe always (nothing spent yet); with a zero budget, no other.
+    from keras_linbp.callbacks import saturation as saturation_module
+
+    monkeypatch.setattr(saturation_module, "IMAGE_TIME_BUDGET", 0.0)
+    x = RNG.standard_normal((16, 8)).astype("float32")
+    model = saturation_model()
+    model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    model.fit(x, RNG.integers(0, 3, 16), epochs=3, verbose=0,
+              callbacks=[SaturationHistograms(str(tmp_path), data=x, sites=["dead_relu"])])
+    run = read_run(str(tmp_path))
+    assert sorted(run["saturation/dead_relu/dead_fraction"]) == [0, 1, 2]
+    assert sorted(run["activations/histogram_grid"]) == [0]
     for bad in ({"image": 0}, {"threshold": 1.5}, {"freq": 0}, {"batch_freq": 0}):
         with pytest.raises(ValueError):
             SaturationHistograms(str(tmp_path), **bad)

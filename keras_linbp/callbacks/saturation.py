@@ -5,17 +5,23 @@ TensorBoard."""
 import concurrent.futures
 import os
 import pickle
+import struct
 import subprocess
 import sys
+import time
 import warnings
 
 import tensorflow as tf
+from tensorboard.plugins.image import metadata as image_metadata
 
 from keras_linbp import sites as linbp_sites
 from keras_linbp.callbacks import _probe
 
 IMAGE_BINS = 50
 IMAGE_TAG = "activations/histogram_grid"
+# `image=True` draws the grid at a logged epoch only while drawing has cost
+# at most this share of the training time so far.
+IMAGE_TIME_BUDGET = 0.03
 
 
 class SaturationHistograms(_probe.ProbeCallback):
@@ -78,14 +84,16 @@ class SaturationHistograms(_probe.ProbeCallback):
         batch_freq: if set, probe every `batch_freq` training batches
             instead of at epoch ends.
         buckets: number of histogram buckets.
-        image: write the histogram-grid image at every probe (True), at
-            every N-th probe (an int N) or never (False). It is rendered
-            with matplotlib in a separate, low-priority process (started at
-            the first image, ended with `fit`), so training neither waits
-            for it nor shares the GIL with it; it still costs 0.1-0.2 s of
-            CPU per image, which a model with sub-second epochs notices
-            when no core is free. All images are written by the end of
-            `fit`.
+        image: the histogram-grid image. `True` (default): at every probe,
+            as long as drawing has cost at most 3 % of the training time so
+            far (`IMAGE_TIME_BUDGET`) -- matplotlib needs 0.1-0.2 s of CPU
+            per image, so on sub-second epochs it skips probes to stay
+            within that budget, on longer ones it draws every probe. An int
+            N: exactly every N-th probe (the first included), whatever it
+            costs. `False`: never. The image is drawn in a separate
+            low-priority process (started at the first image, ended with
+            `fit`), so training neither waits for it nor shares the GIL with
+            it. All images are written by the end of `fit`.
 
     Example:
 
@@ -136,6 +144,10 @@ class SaturationHistograms(_probe.ProbeCallback):
         self._image_futures = []
         self._renderer = None
         self._images_failed = False
+        # Over every `fit` this callback is used in: the budget's inputs.
+        self._image_seconds = 0.0
+        self._trained_seconds = 0.0
+        self._fit_started = None
 
     def _build(self):
         self._recorder = _probe.SiteRecorder()
@@ -191,13 +203,7 @@ class SaturationHistograms(_probe.ProbeCallback):
     def _probe(self, step):
         image_counts = self._probe_function(self._probe_x, step)
         self._probes_done += 1
-        every = 1 if self.image is True else int(self.image)
-        if (
-            self.image
-            and image_counts
-            and not self._images_failed
-            and (self._probes_done - 1) % every == 0
-        ):
+        if self.image and image_counts and not self._images_failed and self._image_due():
             # Only the small bucket-count arrays leave the device. The figure
             # (~0.15 s of matplotlib) is rendered in a separate process
             # (`_ImageRenderer`), waited for on a worker thread, so training
@@ -214,20 +220,45 @@ class SaturationHistograms(_probe.ProbeCallback):
                 self._image_executor.submit(self._write_image, histograms, int(step))
             )
 
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._fit_started = time.perf_counter()
+
+    def _image_due(self):
+        if self.image is not True:
+            return (self._probes_done - 1) % self.image == 0
+        if any(not future.done() for future in self._image_futures):
+            return False  # the previous image is still being drawn
+        elapsed = self._trained_seconds + time.perf_counter() - self._fit_started
+        return self._image_seconds <= IMAGE_TIME_BUDGET * elapsed
+
     def _write_image(self, histograms, step):
+        started = time.perf_counter()
         if self._renderer is None:
             self._renderer = _ImageRenderer()
         try:
             png = self._renderer.render(
                 {"histograms": histograms, "kinds": self._kind_names, "step": step}
             )
+            # The render process's time: what the image costs the machine.
+            self._image_seconds += time.perf_counter() - started
         except RuntimeError as error:
             # Don't try again every epoch (e.g. matplotlib is missing).
             self._images_failed = True
             return f"no image summary ({error}); install matplotlib or pass image=False"
-        image = tf.io.decode_png(png, channels=4)[tf.newaxis]
+        # Written as TensorBoard's image plugin stores it (width, height,
+        # PNG bytes), straight from the rendered PNG: `tf.summary.image`
+        # would decode and re-encode it on TF's threads, stalling training.
+        width, height = struct.unpack(">II", png[16:24])  # the PNG IHDR chunk
         with self._writer.as_default(step=step):
-            tf.summary.image(IMAGE_TAG, image, step=step)
+            tf.summary.write(
+                IMAGE_TAG,
+                tf.constant([str(width).encode(), str(height).encode(), png]),
+                step=step,
+                metadata=image_metadata.create_summary_metadata(
+                    display_name=None, description=None
+                ),
+            )
         return None
 
     def _finish_images(self):
@@ -240,6 +271,7 @@ class SaturationHistograms(_probe.ProbeCallback):
                 warnings.warn(f"SaturationHistograms: {problem}.", stacklevel=3)
 
     def on_train_end(self, logs=None):
+        self._trained_seconds += time.perf_counter() - self._fit_started
         self._finish_images()
         if self._image_executor is not None:
             self._image_executor.shutdown(wait=True)
