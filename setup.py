@@ -13,7 +13,7 @@ setup(
     license="Apache-2.0",
     packages=find_packages(include=["keras_linbp", "keras_linbp.*"]),
     python_requires=">=3.10",
-    install_requires=["tensorflow>=2.16", "keras>=3.3", "numpy"],
+    install_requires=["tensorflow>=2.16", "keras>=3.3", "numpy", "tensorboard"],
     extras_require={
         "examples": ["matplotlib", "scikit-learn"],
         "test": ["pytest", "pytest-xdist", "matplotlib", "scikit-learn"],
