@@ -306,16 +306,7 @@ class LinearBackpropModel(keras.Model):
         """[(site, rule, note)] for every site; rule: linear, exact, or
         `<rule>-fixed` for a site that fixes its own rule."""
         all_sites = linbp_sites.find_activation_sites(self)
-        selected = {
-            (id(s.layer), s.attribute)
-            for s in linbp_sites.select_sites(
-                all_sites,
-                sites=self._sites_option,
-                from_depth=self._from_depth,
-                include_output=self._include_output,
-                include_softmax=self._include_softmax,
-            )
-        }
+        selected = {(id(s.layer), s.attribute) for s in self.linear_sites()}
         rows = []
         for site in all_sites:
             if site.fixed_rule is not None:

@@ -152,7 +152,7 @@ def _children(layer):
 def _output_layers(model):
     """The layers producing `model`'s outputs (recursing into nested models)."""
     if isinstance(model, keras.Sequential):
-        layers = [l for l in model.layers]
+        layers = model.layers
         return _expand_output(layers[-1]) if layers else set()
     outputs = getattr(model, "_outputs", None) if isinstance(model, keras.Model) else None
     if outputs is None:
@@ -204,19 +204,9 @@ def find_activation_sites(model):
         A list of `ActivationSite`.
     """
     sites = []
-    seen = set()
-
-    def visit(layer, prefix):
-        if id(layer) in seen:
-            return
-        seen.add(id(layer))
-        path = f"{prefix}/{layer.name}" if prefix else layer.name
+    for layer, path in _walk(model):
         if layer is not model:
             sites.extend(_layer_sites(layer, path))
-        for child in _children(layer):
-            visit(child, "" if layer is model else path)
-
-    visit(model, "")
     output_ids = (
         _output_layers(model) if isinstance(model, keras.Model) else set()
     ) or _guessed_output_layers(model)
@@ -250,6 +240,8 @@ def find_unconverted(model):
 
 
 def _walk(model):
+    """`[(layer, path)]` for `model` (path "") and every layer inside it,
+    depth first in `model.layers` order, each layer once."""
     out = []
     seen = set()
 
