@@ -1,0 +1,172 @@
+"""Every Keras internal keras_linbp relies on, behind small functions.
+
+Keras 3 has no public API for a few things this package needs: which layer
+is running right now, the backend modules its activation functions call,
+the functional-model class, a layer's direct sublayers, and the data of the
+`fit` call a callback runs in. Each use lives here and nowhere else, so a
+Keras upgrade that moves one breaks one module, and `check()` (run by the
+test suite) says which internal moved.
+"""
+
+import inspect
+
+import keras
+from keras.src.backend.common import global_state as _global_state
+from keras.src.models.functional import Functional
+from keras.src.models.model import functional_init_arguments
+from keras.src.utils import naming as _naming
+
+__all__ = [
+    "Functional",
+    "functional_init_arguments",
+    "auto_name",
+    "child_layers",
+    "calling_layer_scope",
+    "backend_op_modules",
+    "build_shapes",
+    "functional_io",
+    "output_layers_of_history",
+    "compute_loss",
+    "running_fit_locals",
+    "check",
+]
+
+
+def auto_name(prefix):
+    """A unique layer name like Keras gives (`prefix`, `prefix_1`, ...)."""
+    return _naming.auto_name(prefix)
+
+
+def child_layers(layer):
+    """The direct sublayers of `layer` (tracked attributes, in order)."""
+    return layer._flatten_layers(include_self=False, recursive=False)
+
+
+def calling_layer_scope():
+    """The innermost Keras name scope opened by a layer's `__call__`, or None.
+
+    `Layer.__call__` enters `backend.name_scope(self.name, caller=self)`;
+    the stack of those scopes is thread-local Keras state. The returned
+    object is the scope itself: one per layer invocation (its `.caller` is
+    the layer), so it can key per-invocation counters.
+    """
+    stack = _global_state.get_global_attribute("name_scope_stack")
+    if not stack:
+        return None
+    for scope in reversed(stack):
+        if isinstance(getattr(scope, "caller", None), keras.layers.Layer):
+            return scope
+    return None
+
+
+def backend_op_modules():
+    """`{"nn": module, "numpy": module}`: the backend modules that
+    `keras.ops.*` / `keras.activations.*` look their functions up on at call
+    time (`backend.nn.gelu`, `backend.numpy.tanh`)."""
+    from keras.src import backend
+
+    return {"nn": backend.nn, "numpy": backend.numpy}
+
+
+def build_shapes(model):
+    """`{argument name: shape}` a subclassed model was built with, or {}."""
+    return dict(getattr(model, "_build_shapes_dict", None) or {})
+
+
+def functional_io(model):
+    """`(inputs, outputs)` symbolic structures of a Sequential/functional model."""
+    if isinstance(model, keras.Sequential):
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        return inputs, model.outputs[0]
+    return model._inputs_struct, model._outputs_struct
+
+
+def output_layers_of_history(model):
+    """The layers that produce a functional model's symbolic outputs."""
+    outputs = getattr(model, "_outputs", None) if isinstance(model, keras.Model) else None
+    if outputs is None:
+        return []
+    layers = []
+    for tensor in keras.tree.flatten(outputs):
+        history = getattr(tensor, "_keras_history", None)
+        if history is not None:
+            layers.append(history[0])
+    return layers
+
+
+def compute_loss(model, x, y, y_pred, sample_weight, training=False):
+    """The compiled loss as `train_step` computes it (plus regularization)."""
+    return model._compute_loss(
+        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+    )
+
+
+def running_fit_locals(model):
+    """The local variables of the `Model.fit` call that is running `model`.
+
+    Keras 3 gives callbacks no handle on the data `fit` iterates over, so
+    the callbacks look for the `fit` frame on the call stack (they are
+    called from it). Returns None when not found.
+    """
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            f_locals = frame.f_locals
+            if (
+                frame.f_code.co_name == "fit"
+                and f_locals.get("self") is model
+                and "epoch_iterator" in f_locals
+            ):
+                return dict(f_locals)
+            frame = frame.f_back
+    finally:
+        del frame
+    return None
+
+
+def check():
+    """Raises `ImportError` naming each Keras internal that has moved.
+
+    Run by the test suite, so that a Keras upgrade fails loudly in one place
+    instead of silently training with exact backprop.
+    """
+    problems = []
+    layer = keras.layers.Dense(1)
+    if not hasattr(layer, "_flatten_layers"):
+        problems.append("Layer._flatten_layers (direct sublayers)")
+    if not hasattr(layer, "_open_name_scope"):
+        problems.append("Layer._open_name_scope (which layer is running)")
+    from keras.src.backend.common import name_scope as name_scope_module
+
+    scope = name_scope_module.name_scope("linbp_check", caller=layer)
+    with scope:
+        if calling_layer_scope() is not scope:
+            problems.append(
+                "keras.src.backend.common.global_state 'name_scope_stack' "
+                "(which layer is running)"
+            )
+    modules = backend_op_modules()
+    for module_name, names in {
+        "nn": ("relu", "gelu", "sigmoid", "silu", "softmax"),
+        "numpy": ("tanh",),
+    }.items():
+        for name in names:
+            if not callable(getattr(modules[module_name], name, None)):
+                problems.append(f"keras.src.backend.{module_name}.{name}")
+    if not hasattr(keras.Model, "_compute_loss"):
+        problems.append("Model._compute_loss (the loss train_step computes)")
+    fit_source = inspect.getsource(keras.Model.fit) if hasattr(keras.Model, "fit") else ""
+    trainer_fit = getattr(type(keras.Model()), "fit", None)
+    if trainer_fit is not None:
+        try:
+            fit_source = inspect.getsource(trainer_fit)
+        except (OSError, TypeError):
+            pass
+    if "epoch_iterator" not in fit_source:
+        problems.append("Model.fit local `epoch_iterator` (the callbacks' probe data)")
+    if problems:
+        raise ImportError(
+            f"keras_linbp relies on Keras internals that moved in Keras "
+            f"{keras.__version__}: {'; '.join(problems)}. Pin the Keras "
+            "version keras_linbp was tested with or upgrade keras_linbp."
+        )
