@@ -16,6 +16,7 @@ all handled by Keras exactly as for a plain `keras.Model`. `evaluate`,
 `predict` and plain calls are untouched.
 """
 
+import inspect
 import warnings
 
 import keras
@@ -23,6 +24,7 @@ from keras.src.models.functional import Functional
 from keras.src.models.model import functional_init_arguments
 from keras.src.utils import naming
 
+from keras_linbp import _validation
 from keras_linbp import ops
 from keras_linbp import sites as linbp_sites
 
@@ -30,7 +32,7 @@ BACKPROP_MODES = ("linear", "exact")
 
 
 def _check_backprop(value):
-    if value not in BACKPROP_MODES:
+    if not isinstance(value, str) or value not in BACKPROP_MODES:
         raise ValueError(
             f"Unknown `backprop` value {value!r}: expected one of {BACKPROP_MODES}."
         )
@@ -38,11 +40,7 @@ def _check_backprop(value):
 
 
 def _check_slope(value):
-    try:
-        slope = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`slope` must be a number, got {value!r}.") from None
-    return slope
+    return _validation.check_slope(value)
 
 
 def _serialize_sites(sites):
@@ -141,11 +139,11 @@ class LinearBackpropModel(keras.Model):
         include_softmax=False,
         **kwargs,
     ):
-        if keras.backend.backend() != "tensorflow":
-            raise RuntimeError(
-                "LinearBackpropModel needs the TensorFlow backend; "
-                f"KERAS_BACKEND is {keras.backend.backend()!r}."
-            )
+        _validation.require_tensorflow_backend(
+            "LinearBackpropModel"
+            if type(self).__name__ == "FunctionalLinearBackpropModel"
+            else type(self).__name__
+        )
         if functional_init_arguments(args, kwargs) and Functional not in type(self).__mro__:
             raise TypeError(
                 f"{type(self).__name__} is a subclass of LinearBackpropModel: "
@@ -155,8 +153,10 @@ class LinearBackpropModel(keras.Model):
             )
         _check_backprop(backprop)
         slope = _check_slope(slope)
-        if from_depth is not None and int(from_depth) < 1:
-            raise ValueError(f"`from_depth` counts from 1; got {from_depth}.")
+        from_depth = _validation.check_from_depth(from_depth)
+        sites = _validation.check_sites(sites)
+        include_output = _validation.check_bool("include_output", include_output)
+        include_softmax = _validation.check_bool("include_softmax", include_softmax)
         super().__init__(*args, **kwargs)
         self._backprop = backprop
         self._slope = slope
@@ -446,7 +446,33 @@ def _symbolic_inputs_outputs(model):
     return model._inputs_struct, model._outputs_struct
 
 
+def _required_call_arguments(model):
+    """Names of the arguments `model.call` cannot do without (besides
+    `training` and `mask`, which Keras passes itself)."""
+    try:
+        parameters = inspect.signature(model.call).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [
+        p.name
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.default is p.empty
+        and p.name not in ("training", "mask")
+    ]
+
+
 def _inputs_like_build_shapes(model):
+    required = _required_call_arguments(model)
+    if len(required) > 1:
+        raise ValueError(
+            f"`from_model` cannot wrap subclassed model {model.name!r}: its "
+            f"`call({', '.join(required)})` takes {len(required)} required input "
+            "arguments, and a functional LinearBackpropModel passes one input "
+            "(a tensor, or a list or dict of tensors). Give `call` a single "
+            "input, e.g. `def call(self, inputs): a, b = inputs`, or subclass "
+            "LinearBackpropModel instead of wrapping."
+        )
     shapes = getattr(model, "_build_shapes_dict", None) or {}
     if len(shapes) != 1:
         raise ValueError(
