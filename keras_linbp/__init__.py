@@ -18,3 +18,4 @@ from keras_linbp import binary
 from keras_linbp import callbacks
 from keras_linbp import models
 from keras_linbp.models import LinearBackpropModel
+from keras_linbp.linearize import linearize
