@@ -243,9 +243,11 @@ def linearize(
         calibrated = getattr(model, "calibrated_slopes", None)
         if calibrated is None:
             raise ValueError(
-                '`slope="auto"` needs calibrated slopes: use it on a '
-                "LinearBackpropModel, or compute them with "
-                "`keras_linbp.calibrate_slopes(model, x)` and pass the dict."
+                '`slope="auto"` needs calibrated slopes: a LinearBackpropModel '
+                "calibrates them in `fit` or with `model.calibrate_slopes(x)`; "
+                "for another model compute them with "
+                "`keras_linbp.calibrate_slopes(model, x)` and pass the dict "
+                "as `slope=`."
             )
         slopes = site_slopes(selected, "auto", calibrated)
     else:

@@ -20,6 +20,7 @@ import keras
 
 from keras_linbp import _compat
 from keras_linbp import sites as linbp_sites
+from keras_linbp.calibration import calibrate_slopes
 from keras_linbp.linearize import LinearizeOptions
 from keras_linbp.linearize import check_slope
 from keras_linbp.linearize import linearize
@@ -33,6 +34,55 @@ def _check_backprop(value):
             f"Unknown `backprop` value {value!r}: expected one of {BACKPROP_MODES}."
         )
     return value
+
+
+RECALIBRATE_MODES = ("epoch", "fit", "never")
+
+
+def _check_recalibrate(value):
+    if value not in RECALIBRATE_MODES:
+        raise ValueError(
+            f"Unknown `recalibrate` value {value!r}: expected one of {RECALIBRATE_MODES}."
+        )
+    return value
+
+
+class _AutoSlopes(keras.callbacks.Callback):
+    """Calibrates `slope="auto"` at the start of `fit` (and each epoch)."""
+
+    def __init__(self, probe_x, every_epoch):
+        super().__init__()
+        self.probe_x = probe_x
+        self.every_epoch = every_epoch
+
+    def on_train_begin(self, logs=None):
+        self.model.calibrate_slopes(self.probe_x)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.every_epoch and epoch > 0:
+            self.model.calibrate_slopes(self.probe_x)
+
+
+def _first_inputs(x, max_samples):
+    """The model inputs of the first batch of `fit`'s `x`, or None when
+    reading them would consume training data (a generator)."""
+    import inspect
+
+    import tensorflow as tf
+
+    if x is None:
+        return None
+    if isinstance(x, tf.data.Dataset):
+        for element in x.take(1):
+            inputs, _, _ = keras.utils.unpack_x_y_sample_weight(element)
+            return inputs
+        return None
+    if isinstance(x, keras.utils.PyDataset):
+        inputs, _, _ = keras.utils.unpack_x_y_sample_weight(x[0])
+        return inputs
+    if inspect.isgenerator(x) or hasattr(x, "__next__"):
+        return None
+    return keras.tree.map_structure(lambda t: t[:max_samples], x)
 
 
 def _serialize_sites(sites):
@@ -75,8 +125,19 @@ class LinearBackpropModel(keras.Model):
             updates identical to a plain `keras.Model`). Settable between
             steps: `model.backprop = "exact"` takes effect at the next step
             (see also `keras_linbp.callbacks.BackpropSchedule`).
-        slope: the constant the upstream gradient is multiplied by at each
-            linear site (default 1.0: `g <- g`).
+        slope: the factor the upstream gradient is multiplied by at each
+            linear site: a number (default 1.0: `g <- g`), a dict
+            `{site path: number}` (sites it does not name: 1.0), or
+            `"auto"`: per-site slopes calibrated so the linear gradient has
+            exact backprop's scale at each site (`sqrt(mean(f'(a)^2))` on a
+            probe batch; see `calibrate_slopes`). Needed for deep
+            batch-normalized networks trained with plain SGD.
+        recalibrate: with `slope="auto"`, when `fit` calibrates the slopes
+            on its first batch: `"epoch"` (default: at the start and at
+            each epoch), `"fit"` (at the start of each `fit`) or `"never"`
+            (only `calibrate_slopes(x)` calls).
+        calibrated_slopes: the `"auto"` slopes in force (restored from a
+            saved model; normally left None).
         sites: which activation sites use the linear rule: None (all), a
             list of layer names or paths (`"block/dense_1"`), a regex
             (matched with `re.search` against the path) or a callable
@@ -129,6 +190,8 @@ class LinearBackpropModel(keras.Model):
         from_depth=None,
         include_output=False,
         include_softmax=False,
+        recalibrate="epoch",
+        calibrated_slopes=None,
         **kwargs,
     ):
         if keras.backend.backend() != "tensorflow":
@@ -159,7 +222,10 @@ class LinearBackpropModel(keras.Model):
         self._from_depth = options.from_depth
         self._include_output = options.include_output
         self._include_softmax = options.include_softmax
-        self.calibrated_slopes = None
+        self._recalibrate = _check_recalibrate(recalibrate)
+        self.calibrated_slopes = (
+            None if calibrated_slopes is None else dict(check_slope(dict(calibrated_slopes)))
+        )
         if self.built and self._sites_option is not None:
             # Report a misnamed site now rather than at the first step.
             self.linear_sites()
@@ -229,6 +295,58 @@ class LinearBackpropModel(keras.Model):
         if value != self._slope:
             self._slope = value
             self._retrace_train_function()
+
+    @property
+    def recalibrate(self):
+        """When `slope="auto"` recalibrates: `"epoch"`, `"fit"` or `"never"`."""
+        return self._recalibrate
+
+    def calibrate_slopes(self, x, statistic="rms"):
+        """Calibrates the per-site slopes `slope="auto"` uses, on inputs `x`.
+
+        Runs one forward pass on (at most 256 examples of) `x` and sets
+        `calibrated_slopes` to `{site path: sqrt(mean(f'(a)^2))}` for the
+        linear sites (see `keras_linbp.calibrate_slopes`). Takes effect at
+        the next training step.
+
+        Returns:
+            The new `calibrated_slopes`.
+        """
+        slopes = calibrate_slopes(
+            self,
+            x,
+            statistic=statistic,
+            **self.linearize_options().selection_kwargs(),
+        )
+        if slopes != self.calibrated_slopes:
+            self.calibrated_slopes = slopes
+            if self._slope == "auto":
+                self._retrace_train_function()
+        return slopes
+
+    def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
+        """`keras.Model.fit`; with `slope="auto"` it first calibrates the
+        slopes on the first batch of `x` (and again each epoch unless
+        `recalibrate` says otherwise)."""
+        if (
+            self._slope == "auto"
+            and self._backprop == "linear"
+            and self._recalibrate != "never"
+        ):
+            probe = _first_inputs(x, 256)
+            if probe is None:
+                if self.calibrated_slopes is None:
+                    raise ValueError(
+                        '`slope="auto"` calibrates on the first batch of `x`, '
+                        "but `x` is a generator (reading it would take a "
+                        "batch from training). Call "
+                        "`model.calibrate_slopes(x_batch)` before `fit`, or "
+                        "pass a tf.data.Dataset, a PyDataset or arrays."
+                    )
+            else:
+                auto = _AutoSlopes(probe, every_epoch=self._recalibrate == "epoch")
+                callbacks = [auto] + list(callbacks or [])
+        return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
 
     @property
     def from_depth(self):
@@ -405,6 +523,8 @@ class LinearBackpropModel(keras.Model):
                 "from_depth": self._from_depth,
                 "include_output": self._include_output,
                 "include_softmax": self._include_softmax,
+                "recalibrate": self._recalibrate,
+                "calibrated_slopes": self.calibrated_slopes,
             }
         )
         return config
