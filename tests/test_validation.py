@@ -168,18 +168,24 @@ def test_every_slope_argument_is_checked(value, error):
         lambda: keras_linbp.ops.linear_backprop(keras.activations.tanh, slope=value),
         lambda: keras_linbp.LinearBackprop("tanh", slope=value),
         lambda: layers.LinBPTanh(slope=value),
-        lambda: LinearBackpropModel(slope=value),
     ]
     for make in makers:
         with pytest.raises(error) as info:
             make()
         _assert_names(info, "slope")
+    # The model also takes the string "auto", so another string is a bad
+    # value (ValueError) rather than a bad type.
+    with pytest.raises(ValueError if isinstance(value, str) else error) as info:
+        LinearBackpropModel(slope=value)
+    _assert_names(info, "slope")
+    if isinstance(value, str):
+        assert "'auto'" in str(info.value)
 
 
 def test_model_slope_setter_is_checked():
     inputs = keras.Input((3,))
     model = LinearBackpropModel(inputs, keras.layers.Dense(2, activation="tanh")(inputs))
-    with pytest.raises(TypeError, match="`slope`"):
+    with pytest.raises(ValueError, match="`slope`"):
         model.slope = "abc"
     with pytest.raises(ValueError, match="`slope`"):
         model.slope = float("nan")
