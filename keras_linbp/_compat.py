@@ -170,3 +170,12 @@ def check():
             f"{keras.__version__}: {'; '.join(problems)}. Pin the Keras "
             "version keras_linbp was tested with or upgrade keras_linbp."
         )
+
+
+def symbolic_call(fn, *args):
+    """Runs `fn` on symbolic stand-ins of the `KerasTensor`s in `args`
+    (Keras's backend shape inference: `jax.eval_shape` on JAX, meta tensors
+    on PyTorch); `fn` may run more than once."""
+    from keras.src import backend
+
+    return backend.compute_output_spec(fn, *args)
