@@ -56,18 +56,22 @@ batch 256):
 - With a GPU (`device_memory`): PyTorch `torch.cuda.max_memory_allocated`
   (reset before the step) minus the memory allocated before it, every
   model; JAX the device's `memory_stats()["peak_bytes_in_use"]` minus
-  `bytes_in_use` before the measured step, the GELU MLP, each variant in a
-  fresh process (JAX cannot reset the peak).
+  `bytes_in_use` before the measured step (after two warm-up steps), the
+  GELU MLP, each variant in its own process (JAX cannot reset the peak).
 
 `results.json` has `backend`, `cases` (timing), `memory`, `device_memory`
 (GPU only), `targets` (GELU memory linear <= 1.05x identity; step time
-linear <= 1.05x identity; LinearBackpropModel <= 1.02x hand-placed layers)
-and `config`; `table.md` beside it has the markdown tables.
+linear <= 1.05x identity; LinearBackpropModel <= 1.02x hand-placed layers),
+`errors` (device measurements that failed; the run goes on), `complete`
+and `config`; `table.md` beside it has the markdown tables. Both are
+rewritten after every case, so a run cut short keeps what it measured.
 
     python benchmarks/step_time.py --out results/step_time
     python benchmarks/step_time.py --backend jax --out results/step_time_jax
     python benchmarks/step_time.py --backend torch --out results/step_time_torch
-    python benchmarks/step_time.py --backend jax --out /tmp/step_time --quick   # smoke run
+    python benchmarks/step_time.py --backend jax --out /tmp/st --quick    # ratios +-10 %
+    python benchmarks/step_time.py --backend torch --out /tmp/st --smoke  # plumbing only
+    bash benchmarks/gpu_step_time.sh    # on a GPU machine, see the script
 """
 
 import argparse
@@ -100,6 +104,14 @@ QUICK = {
     "repeats": 5,
     "block_seconds": 0.08,
 }
+# For tests: seconds, not a measurement.
+SMOKE = {
+    "time": {"mlp_width": 32, "mlp_depth": 2, "mlp_batch": 16, "cnn_side": 8, "cnn_batch": 8},
+    "memory": {"mlp_width": 64, "mlp_depth": 2, "mlp_batch": 32, "cnn_side": 8, "cnn_batch": 16},
+    "repeats": 5,
+    "block_seconds": 0.005,
+}
+SIZES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
 INPUT_FEATURES = 784
 CLASSES = 10
 MIB = 2**20
@@ -512,19 +524,24 @@ def torch_cuda_step_mib(model, x, y):
     return (torch.cuda.max_memory_allocated() - before) / MIB
 
 
+def _ratio(numerator, denominator):
+    # None where the floor is 0 MiB (a smoke run's tiny networks).
+    return round(numerator / denominator, 4) if denominator > 0 else None
+
+
 def _ratios(values):
     return {
-        "linear_over_exact": round(values["linear_model"] / values["exact"], 4),
-        "linear_over_identity": round(values["linear_model"] / values["identity"], 4),
-        "layers_over_identity": round(values["linear_layers"] / values["identity"], 4),
-        "model_over_layers": round(values["linear_model"] / values["linear_layers"], 4),
+        "linear_over_exact": _ratio(values["linear_model"], values["exact"]),
+        "linear_over_identity": _ratio(values["linear_model"], values["identity"]),
+        "layers_over_identity": _ratio(values["linear_layers"], values["identity"]),
+        "model_over_layers": _ratio(values["linear_model"], values["linear_layers"]),
     }
 
 
 def memory_case(model_name, jit_compile, config):
     sizes = config["memory"]
     x, y = make_batch(model_name, sizes, batch_key(model_name))
-    mib, extra, device_mib = {}, {}, {}
+    mib, extra, device_mib, device_error = {}, {}, {}, None
     for variant in VARIANTS:
         # One model alive at a time, so nothing else shares the allocator.
         keras.backend.clear_session()
@@ -541,10 +558,13 @@ def memory_case(model_name, jit_compile, config):
             mib[variant], all_mib, count = torch_saved_for_backward(model, x, y)
             extra.setdefault("saved_mib_all", {})[variant] = round(all_mib, 2)
             extra.setdefault("saved_tensors", {})[variant] = count
-            if ON_GPU:
-                device_mib[variant] = statistics.median(
-                    torch_cuda_step_mib(model, x, y) for _ in range(3)
-                )
+            if ON_GPU and device_error is None:
+                try:
+                    device_mib[variant] = statistics.median(
+                        torch_cuda_step_mib(model, x, y) for _ in range(3)
+                    )
+                except Exception as error:  # keep the rest of a long run
+                    device_error = f"CUDA memory of {model_name}: {error!r}"
         del model
     result = {
         "model": model_name,
@@ -561,7 +581,7 @@ def memory_case(model_name, jit_compile, config):
             "linear": result["mib"]["linear_model"],
         }
     device = None
-    if device_mib:
+    if device_mib and device_error is None:
         device = {
             "model": model_name,
             "jit_compile": jit_compile,
@@ -569,12 +589,16 @@ def memory_case(model_name, jit_compile, config):
             "mib": {variant: round(value, 2) for variant, value in device_mib.items()},
             **_ratios(device_mib),
         }
-    return result, device
+    return result, device, device_error
 
 
-def jax_device_memory_case(model_name, jit_compile, quick):
-    """JAX device peak of one step per variant, each in a fresh process."""
+def jax_device_memory_case(model_name, jit_compile, size_name):
+    """JAX device peak of one step per variant, each in a fresh process (the
+    four at once: each process has its own allocator and its own peak)."""
     mib, raised = {}, {}
+    # The parent holds its own device memory: no preallocation in the child.
+    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    children = {}
     for variant in VARIANTS:
         command = [
             sys.executable,
@@ -584,10 +608,16 @@ def jax_device_memory_case(model_name, jit_compile, quick):
             "--out",
             "-",
             "--child-device-memory",
-            f"{model_name},{variant},{int(jit_compile)},{int(quick)}",
+            f"{model_name},{variant},{int(jit_compile)},{size_name}",
         ]
-        run = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
-        child = json.loads(run.stdout.strip().splitlines()[-1])
+        children[variant] = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    for variant, process in children.items():
+        stdout, _ = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"{variant}: child exited with {process.returncode}")
+        child = json.loads(stdout.strip().splitlines()[-1])
+        if "error" in child:
+            raise RuntimeError(child["error"])
         mib[variant] = child["mib"]
         raised[variant] = child["peak_raised_by_measured_step"]
     return {
@@ -608,11 +638,14 @@ def child_device_memory(spec):
     steps' peak, which an identical step reaches too)."""
     import jax
 
-    model_name, variant, jit_compile, quick = spec.split(",")
-    sizes = (QUICK if int(quick) else FULL)["memory"]
+    model_name, variant, jit_compile, size_name = spec.split(",")
+    sizes = SIZES[size_name]["memory"]
+    device = jax.devices()[0]
+    if not device.memory_stats():
+        print(json.dumps({"error": f"{device} has no memory_stats()"}))
+        return
     x, y = make_batch(model_name, sizes, batch_key(model_name))
     (model,) = build_variants(model_name, sizes, bool(int(jit_compile)), (variant,)).values()
-    device = jax.devices()[0]
     model.train_on_batch(x, y)
     model.train_on_batch(x, y)
     gc.collect()
@@ -659,8 +692,12 @@ def targets(results):
             }
         )
     for row in rows:
-        row["met"] = row["value"] <= row["limit"]
+        row["met"] = row["value"] is not None and row["value"] <= row["limit"]
     return rows
+
+
+def _fmt(value, digits):
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def markdown(results):
@@ -692,17 +729,21 @@ def markdown(results):
         lines.append(
             f"| {LABEL[case['model']]} | {case['jit_compile']} | {case['metric']} | "
             f"{mib['exact']:.1f} | {mib['linear_model']:.1f} | {mib['linear_layers']:.1f} | "
-            f"{mib['identity']:.1f} | {case['linear_over_exact']:.2f} | "
-            f"{case['linear_over_identity']:.3f} |"
+            f"{mib['identity']:.1f} | {_fmt(case['linear_over_exact'], 2)} | "
+            f"{_fmt(case['linear_over_identity'], 3)} |"
         )
     missed = [row for row in results["targets"] if not row["met"]]
+    if not results.get("complete", True):
+        lines += ["", "(incomplete run: cut short before every case was measured)"]
     lines += [
         "",
         f"Targets: {len(results['targets']) - len(missed)} of {len(results['targets'])} met"
         + ("." if not missed else "; missed:"),
     ]
     for row in missed:
-        lines.append(f"- {row['target']}, {row['where']}: {row['value']:.3f}")
+        lines.append(f"- {row['target']}, {row['where']}: {_fmt(row['value'], 3)}")
+    for error in results.get("errors", []):
+        lines.append(f"- not measured: {error}")
     return "\n".join(lines) + "\n"
 
 
@@ -718,8 +759,19 @@ def parse_args(argv=None):
         help="Keras backend (default: KERAS_BACKEND, else tensorflow)",
     )
     parser.add_argument("--out", required=True, help="directory for results.json and table.md")
-    parser.add_argument("--quick", action="store_true", help="smaller networks, 5 rounds (smoke run)")
+    parser.add_argument("--quick", action="store_true", help="smaller networks, 5 rounds")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny networks, for tests: seconds, no measurement"
+    )
     parser.add_argument("--repeats", type=int, default=None, help="interleaved rounds (>= 5)")
+    parser.add_argument(
+        "--block-seconds", type=float, default=None, help="length of one timed block (default 0.4)"
+    )
+    parser.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help=f"comma-separated subset of {','.join(MODELS)} (default: all)",
+    )
     parser.add_argument(
         "--torch-compile",
         action="store_true",
@@ -729,6 +781,12 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 5:
         parser.error("--repeats must be at least 5")
+    if args.quick and args.smoke:
+        parser.error("--quick and --smoke exclude each other")
+    args.models = tuple(name.strip() for name in args.models.split(",") if name.strip())
+    unknown = sorted(set(args.models) - set(MODELS))
+    if unknown or not args.models:
+        parser.error(f"--models: unknown {unknown}; choose from {','.join(MODELS)}")
     return args
 
 
@@ -737,31 +795,61 @@ def main(argv=None):
     setup_backend(args.backend)
     if args.child_device_memory:
         return child_device_memory(args.child_device_memory)
-    config = dict(QUICK if args.quick else FULL)
+    size_name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    config = dict(SIZES[size_name])
     if args.repeats is not None:
         config["repeats"] = args.repeats
+    if args.block_seconds is not None:
+        config["block_seconds"] = args.block_seconds
 
     started = time.perf_counter()
-    results = {"backend": BACKEND, "cases": [], "memory": [], "device_memory": []}
-    for model_name in MODELS:
+    results = {"backend": BACKEND, "cases": [], "memory": [], "device_memory": [], "errors": []}
+
+    def save(complete=False):
+        # After every case: a run cut short (a time limit) keeps what it measured.
+        return write_results(args, config, results, started, complete)
+
+    for model_name in args.models:
         for jit_compile in jit_modes(args.torch_compile):
             results["cases"].append(time_case(model_name, jit_compile, config))
             print(f"timed {model_name} jit_compile={jit_compile}", flush=True)
             keras.backend.clear_session()
+            save()
     # JAX's compiled temp size does not depend on `jit_compile`: once.
     memory_jit = (True,) if BACKEND == "jax" else (False, True) if BACKEND == "tensorflow" else (False,)
-    for model_name in MODELS:
+    for model_name in args.models:
         for jit_compile in memory_jit:
-            case, device = memory_case(model_name, jit_compile, config)
+            case, device, device_error = memory_case(model_name, jit_compile, config)
             results["memory"].append(case)
             if device is not None:
                 results["device_memory"].append(device)
+            if device_error is not None:
+                results["errors"].append(device_error)
+                print(device_error, flush=True)
             print(f"measured memory {model_name} jit_compile={jit_compile}", flush=True)
             keras.backend.clear_session()
-    if BACKEND == "jax" and ON_GPU:
+            save()
+    if BACKEND == "jax" and ON_GPU and "mlp_gelu" in args.models:
         for jit_compile in (False, True):
-            results["device_memory"].append(jax_device_memory_case("mlp_gelu", jit_compile, args.quick))
+            try:
+                case = jax_device_memory_case("mlp_gelu", jit_compile, size_name)
+            except Exception as error:  # keep the rest of a long run
+                results["errors"].append(f"JAX device memory, jit_compile={jit_compile}: {error!r}")
+                print(results["errors"][-1], flush=True)
+                continue
+            results["device_memory"].append(case)
             print(f"measured device memory mlp_gelu jit_compile={jit_compile}", flush=True)
+            save()
+    table = save(complete=True)
+    print()
+    print(table)
+    print(f"wrote {os.path.join(args.out, 'results.json')} in {results['config']['seconds']} s")
+    return results
+
+
+def write_results(args, config, results, started, complete):
+    """results.json (with targets and config) and table.md; returns the table."""
+    results["complete"] = complete
     results["targets"] = targets(results)
     threads = {
         "tensorflow": {"intra_op": 1, "inter_op": 1},
@@ -771,6 +859,9 @@ def main(argv=None):
     results["config"] = {
         "backend": BACKEND,
         "quick": args.quick,
+        "smoke": args.smoke,
+        "models": list(args.models),
+        "block_seconds": config["block_seconds"],
         "sizes": {"time": config["time"], "memory": config["memory"]},
         "repeats": config["repeats"],
         "threads": threads,
@@ -791,14 +882,12 @@ def main(argv=None):
     }
     table = markdown(results)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(table)
-    print()
-    print(table)
-    print(f"wrote {os.path.join(args.out, 'results.json')} in {results['config']['seconds']} s")
-    return results
+    for name, text in (("results.json", json.dumps(results, indent=2)), ("table.md", table)):
+        path = os.path.join(args.out, name)
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+    return table
 
 
 if __name__ == "__main__":
