@@ -16,6 +16,7 @@ setup(
     install_requires=["tensorflow>=2.16", "keras>=3.3", "numpy", "tensorboard"],
     extras_require={
         "examples": ["matplotlib", "scikit-learn"],
+        "hub": ["keras-hub"],
         "test": ["pytest", "pytest-xdist", "matplotlib", "scikit-learn"],
     },
     classifiers=[
