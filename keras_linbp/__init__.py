@@ -18,3 +18,5 @@ from keras_linbp import binary
 from keras_linbp import callbacks
 from keras_linbp import models
 from keras_linbp.models import LinearBackpropModel
+from keras_linbp.linearize import linearize
+from keras_linbp.calibration import calibrate_slopes
