@@ -99,7 +99,7 @@ def train(model, x_train, y_train, epochs, seed):
 
 
 def predict(model, x):
-    return np.argmax(model.predict(x, batch_size=512, verbose=0), axis=-1)
+    return np.argmax(model(x, training=False), axis=-1)
 
 
 def input_gradient(model, x, y, from_depth=None):

@@ -33,11 +33,12 @@ def test_quick_run_writes_results_json(tmp_path):
     }
     # The tiny model's three hidden activations (relu, gelu, tanh) are linear.
     assert row["model"] == "TinyCNN" and row["linear_sites"] == 3
-    assert set(row["peak_mib"]) == {"exact", "linear"}
     for value in (*row["peak_mib"].values(), row["step_time_linear_over_exact"],
                   row["step_time_exact_over_exact"]):
         assert math.isfinite(value) and value > 0
-    assert math.isfinite(results["noise_floor"]["max_abs_deviation"])
+    assert math.isfinite(results["noise_floor"]["time"]["max_abs_deviation"])
+    assert set(row["peak_mib"]) == {"exact", "linear", "exact_again"}
+    assert math.isfinite(row["memory_exact_over_exact"])
     assert (tmp_path / "table.md").read_text().count("| TinyCNN |") == 1
     assert "TinyCNN" in completed.stdout
 
