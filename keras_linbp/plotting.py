@@ -16,6 +16,8 @@ __all__ = [
     "activation_histogram_grid_png",
     "training_report",
     "serve",
+    "read_frame",
+    "write_frame",
 ]
 
 
@@ -207,6 +209,7 @@ _HEADER_BYTES = 8
 
 
 def write_frame(stream, payload):
+    """Writes one length-prefixed frame (the render process's protocol)."""
     stream.write(len(payload).to_bytes(_HEADER_BYTES, "little"))
     stream.write(payload)
     stream.flush()

@@ -125,6 +125,8 @@ def test_gradient_flow_follows_slope_changes(tmp_path):
     model.slope = 2.0
     model.fit(x, y, initial_epoch=2, epochs=3, batch_size=16, verbose=0, shuffle=False,
               callbacks=[callback])
+    # The slopes reach the traced probe as a tensor: one trace for all three.
+    assert callback._probe_function.experimental_get_tracing_count() == 1
     run = read_run(str(tmp_path))
     for step, slope in ((0, 1.0), (1, 0.5), (2, 2.0)):
         expected = reference_gradients(model, x, y, linear=True, slope=slope)
@@ -420,3 +422,19 @@ def test_benchmark_names_its_model_truly():
     ]
     described = "64-" + "-".join(str(u) for u in units)
     assert described in ast.get_docstring(tree)
+
+
+def test_gradient_flow_uses_a_linear_backprop_models_per_site_slopes(tmp_path):
+    from keras_linbp.models import LinearBackpropModel
+
+    slopes = {"d2": 0.5, "act": 3.0}
+    model = LinearBackpropModel.from_model(gradient_flow_model(), slope=slopes)
+    x = RNG.standard_normal((32, 6)).astype("float32")
+    y = RNG.integers(0, 3, 32)
+    frozen_fit(model, x, y, [GradientFlow(str(tmp_path), data=(x, y), histograms=False)])
+    run = read_run(str(tmp_path))
+    expected = per_site_reference(model, x, y, slopes)
+    for layer in ("d2", "act", "lb"):
+        assert scalar(run, f"gradient_flow/{layer}/linear_norm") == pytest.approx(
+            expected[layer], rel=1e-4
+        ), layer

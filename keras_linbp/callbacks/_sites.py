@@ -123,14 +123,20 @@ class SiteRecorder:
             runs (default: `original`).
         on_input: optional `inputs -> None`, called with each recorded
             input (e.g. to watch it on a gradient tape).
+        isolate: give each site its own copy (`tf.identity`) of its input,
+            so that the gradient with respect to a recorded input is the
+            one flowing back through that site alone -- not also through
+            other uses of the same tensor (two activations of one `a` in a
+            custom `call()`, a skip connection).
     """
 
-    def __init__(self, replace=None, on_input=None):
+    def __init__(self, replace=None, on_input=None, isolate=False):
         self.inputs = {}
         self.extra_args = {}
         self.skipped = []
         self._replace = replace
         self._on_input = on_input
+        self._isolate = isolate
         self._nested = set()
         self._graph = None
 
@@ -158,6 +164,8 @@ class SiteRecorder:
                 if all(site_key(s) != key for s in self.skipped):
                     self.skipped.append(site)
             elif key not in self._nested:
+                if self._isolate:
+                    inputs = tf.identity(inputs)
                 if self._on_input is not None:
                     self._on_input(inputs)
                 self.inputs[key] = inputs

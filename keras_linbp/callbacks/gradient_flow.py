@@ -2,8 +2,6 @@
 under linear backprop, in TensorBoard. Its tags are listed in
 `keras_linbp.callbacks.tags`."""
 
-import collections
-
 import keras
 import tensorflow as tf
 
@@ -18,10 +16,6 @@ from keras_linbp.callbacks import _statistics
 from keras_linbp.callbacks import tags
 
 __all__ = ["GradientFlow"]
-
-# Traced probe functions kept, one per set of slopes in force: a slope
-# schedule retraces once per new slope, not once per probe.
-_CACHED_SLOPE_SETS = 4
 
 
 def _kernel(site):
@@ -38,6 +32,20 @@ def _kernel(site):
     if isinstance(kernel, keras.Variable) and kernel.trainable:
         return kernel
     return None
+
+
+def _scale_gradient(x, scale):
+    """`x` forward; backward, the upstream gradient times `scale` (a
+    tensor: the traced probe reads the slope in force at each call)."""
+
+    @tf.custom_gradient
+    def identity(x):
+        def grad(upstream):
+            return upstream * tf.cast(scale, upstream.dtype)
+
+        return tf.identity(x), grad
+
+    return identity(x)
 
 
 def _slope_reader(model):
@@ -76,7 +84,9 @@ class GradientFlow(_base.ProbeCallback):
       `kernel`. Layers without a kernel (`Activation`, `ReLU`,
       `LinearBackprop`, ...) and activations called inside a custom
       `call()` report the gradient with respect to the site's input, the
-      pre-activation `a`, instead (one entry per site then). Each
+      pre-activation `a`, instead: one entry per site, the gradient that
+      flows back through that activation (not through other uses of `a`,
+      such as a skip connection). Each
       summary's description says which (`tags.GRADIENT_DESCRIPTIONS`). A
       kernel the loss does not reach (a `stop_gradient` branch, an output
       the loss ignores, a layer before a sign under exact backprop) logs 0.
@@ -130,7 +140,8 @@ class GradientFlow(_base.ProbeCallback):
         )
         self.histograms = _arguments.boolean("histograms", histograms)
         self._linear_sites = []
-        self._probe_functions = collections.OrderedDict()
+        self._linear_index = {}
+        self._probe_function = None
 
     def _build(self):
         self._targets = {}  # site key -> the kernel, or None (d loss / d a)
@@ -154,20 +165,28 @@ class GradientFlow(_base.ProbeCallback):
                 return _sites.plain_function(site, original)
             return original
 
-        self._exact_recorder = _sites.SiteRecorder(exact, on_input=self._watch)
-        self._linear_recorder = _sites.SiteRecorder(on_input=self._watch)
+        self._exact_recorder = _sites.SiteRecorder(exact, on_input=self._watch, isolate=True)
+        self._linear_recorder = _sites.SiteRecorder(on_input=self._watch, isolate=True)
         self._recorder = self._exact_recorder
         self._tape = None
-        self._probe_functions.clear()
+        self._probe_function = None
 
     def _prepare_fit(self):
         # The model's linear selection, read at each fit (its options may
-        # have changed); the slopes are read at each probe.
+        # have changed; a new selection is traced anew); the slopes are read
+        # at each probe and passed as a tensor (no retrace when they change).
         model_selection = getattr(self.model, "linear_sites", None)
         if callable(model_selection):
             self._linear_sites = list(model_selection())
         else:
             self._linear_sites = linbp_sites.select_sites(self._all_sites)
+        linear_index = {
+            _sites.site_key(site): index for index, site in enumerate(self._linear_sites)
+        }
+        if linear_index != self._linear_index or self._probe_function is None:
+            self._linear_index = linear_index
+            # autograph=False: the loops are over Python lists of sites.
+            self._probe_function = tf.function(self._probe_graph, autograph=False)
 
     def _skipped_sites(self):
         # Only kernel-less sites need their input recorded.
@@ -219,10 +238,14 @@ class GradientFlow(_base.ProbeCallback):
         exact = self._gradients(self._exact_recorder, x, y, sample_weight)
 
         def linear_rule(site, original):
-            slope = slopes.get(_sites.site_key(site))
-            if slope is None:
+            index = self._linear_index.get(_sites.site_key(site))
+            if index is None:
                 return original
-            return linbp_ops.linear_backprop(original, slope=slope)
+            # linear_backprop's g <- g, then times the site's slope tensor:
+            # together g <- slope * g.
+            unit = linbp_ops.linear_backprop(original, slope=1.0)
+            slope = slopes[index]
+            return lambda a, *args, **kwargs: unit(_scale_gradient(a, slope), *args, **kwargs)
 
         self._linear_recorder.start(replace=linear_rule)
         linear = self._gradients(self._linear_recorder, x, y, sample_weight)
@@ -251,32 +274,14 @@ class GradientFlow(_base.ProbeCallback):
                         )
 
     def _slopes_now(self):
-        """`{site key: slope}` of the linear rule, as in force now."""
+        """The slope in force at each linear site, in `_linear_sites` order."""
         slope_of = _slope_reader(self.model)
-        return {_sites.site_key(site): slope_of(site) for site in self._linear_sites}
-
-    def _probe_function_for(self, slopes):
-        """The traced probe for these slopes (they are Python constants in
-        the trace: a cached trace never runs with a stale slope)."""
-        cache_key = tuple(sorted(slopes.items()))
-        function = self._probe_functions.get(cache_key)
-        if function is None:
-
-            def probe(x, y, sample_weight, step):
-                return self._probe_graph(x, y, sample_weight, step, slopes)
-
-            # autograph=False: the loops are over Python lists of sites.
-            function = tf.function(probe, autograph=False)
-            self._probe_functions[cache_key] = function
-            while len(self._probe_functions) > _CACHED_SLOPE_SETS:
-                self._probe_functions.popitem(last=False)
-        else:
-            self._probe_functions.move_to_end(cache_key)
-        return function
+        return tf.constant([slope_of(site) for site in self._linear_sites], tf.float32)
 
     def _probe(self, step):
-        function = self._probe_function_for(self._slopes_now())
-        function(self._probe_x, self._probe_y, self._probe_sample_weight, step)
+        self._probe_function(
+            self._probe_x, self._probe_y, self._probe_sample_weight, step, self._slopes_now()
+        )
 
     def get_config(self):
         return {

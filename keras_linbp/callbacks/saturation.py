@@ -19,7 +19,7 @@ from keras_linbp.callbacks import _sites
 from keras_linbp.callbacks import _statistics
 from keras_linbp.callbacks import tags
 
-__all__ = ["SaturationHistograms", "IMAGE_TIME_BUDGET"]
+__all__ = ["SaturationHistograms", "IMAGE_BINS", "IMAGE_TIME_BUDGET"]
 
 IMAGE_BINS = 50
 # `image=True` draws the grid at a logged epoch only while drawing has cost
