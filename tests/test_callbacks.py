@@ -495,3 +495,35 @@ def test_op_sites_inside_custom_call_and_an_lstm(tmp_path):
     for stem in ("block/gelu", "block/sigmoid", "block/gelu_1", "out"):
         assert scalar(run, f"gradient_flow/{stem}/linear_norm") == pytest.approx(
             linear[stem], rel=1e-4), stem
+
+
+class SubclassedMLP(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(
+            5, activation="tanh", name="hidden",
+            kernel_initializer=keras.initializers.RandomNormal(stddev=1.0, seed=12))
+        self.head = keras.layers.Dense(3, activation="softmax", name="head")
+
+    def call(self, x):
+        return self.head(self.hidden(x))
+
+
+def test_unbuilt_subclassed_model(tmp_path):
+    # Keras builds a subclassed model in its first training step, after
+    # on_train_begin: the callbacks build it on the probe batch.
+    x = RNG.standard_normal((16, 4)).astype("float32")
+    y = RNG.integers(0, 3, 16)
+    model = SubclassedMLP()
+    assert not model.built
+    frozen_fit(model, x, y, [SaturationHistograms(str(tmp_path), data=x, image=False),
+                             GradientFlow(str(tmp_path), data=(x, y))])
+    run = read_run(str(tmp_path))
+    hidden = model.hidden
+    a = x @ hidden.kernel.numpy() + hidden.bias.numpy()
+    assert scalar(run, "saturation/hidden/mean_abs_pre_activation") == pytest.approx(
+        np.mean(np.abs(a)), rel=1e-5)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, model(x)))
+    expected = float(tf.norm(tape.gradient(loss, hidden.kernel.value)))
+    assert scalar(run, "gradient_flow/hidden/exact_norm") == pytest.approx(expected, rel=1e-4)

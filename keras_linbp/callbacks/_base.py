@@ -114,22 +114,21 @@ class ProbeCallback(keras.callbacks.Callback):
         self._check_steps_per_execution()
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(train_dir)
-        all_sites, selected = _sites.choose_sites(self.model, self.sites, owner)
         self._batches_seen = self._epoch_start_batches = self._last_probe_batches = 0
         self._fit_running = True
         self._fit_watch = _fit_watch.FitWatch.start(self.model, self._on_fit_gone)
+        probe = None
+        if not self.model.built:
+            # A subclassed model is built by its first training step, after
+            # this hook; finding its sites needs it built: build it now on
+            # the probe batch, as that step would.
+            probe = self._probe_batch(owner)
+            self.model(probe[0], training=False)
+        all_sites, selected = _sites.choose_sites(self.model, self.sites, owner)
         if not selected:
             self._selected = []
             return
-        if self.data is not None:
-            x, y, sample_weight = _probe_data.probe_batch(
-                self.data, self.model, self.max_samples, owner, given=True
-            )
-        else:
-            x, y, sample_weight = _probe_data.probe_batch(
-                _probe_data.probe_from_fit(self.model), self.model,
-                self.max_samples, owner, given=False,
-            )
+        x, y, sample_weight = probe or self._probe_batch(owner)
         if self._needs_labels and y is None:
             raise ValueError(
                 f"{owner} needs labels to compute the loss: pass "
@@ -146,6 +145,17 @@ class ProbeCallback(keras.callbacks.Callback):
             self._build()
             self._built = True
         self._prepare_fit()
+
+    def _probe_batch(self, owner):
+        """`(x, y, sample_weight)` of `data=`, else of the running `fit`."""
+        if self.data is not None:
+            return _probe_data.probe_batch(
+                self.data, self.model, self.max_samples, owner, given=True
+            )
+        return _probe_data.probe_batch(
+            _probe_data.probe_from_fit(self.model), self.model,
+            self.max_samples, owner, given=False,
+        )
 
     def _site_tags(self, selected):
         stems = tags.site_stems(selected)

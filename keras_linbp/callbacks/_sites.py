@@ -47,20 +47,26 @@ def choose_sites(model, sites, owner):
     if sites is None:
         return all_sites, list(all_sites)
     if isinstance(sites, (list, tuple)):
-        known = {site.name for site in all_sites} | set(paths)
+        # Names as select_sites reads them: site path, layer path, layer name.
+        known = set(paths)
+        for site in all_sites:
+            known |= {site.name, getattr(site, "layer_path", site.path)}
         missing = [name for name in sites if name not in known]
         if missing:
             raise ValueError(
                 f"{owner}: `sites` names {missing}, which match no activation "
                 f"site of the model {model.name!r}. Its activation sites: {paths}."
             )
-    selected = linbp_sites.select_sites(
-        all_sites,
-        sites=sites,
-        include_output=True,
-        include_softmax=True,
-        include_fixed=True,
-    )
+    with warnings.catch_warnings():
+        # The warning below says the same, naming the callback.
+        warnings.filterwarnings("ignore", message="The `sites` pattern")
+        selected = linbp_sites.select_sites(
+            all_sites,
+            sites=sites,
+            include_output=True,
+            include_softmax=True,
+            include_fixed=True,
+        )
     if not selected:
         warnings.warn(
             f"{owner}: `sites` {_describe_selection(sites)} matched none of the "
