@@ -175,6 +175,15 @@ def check():
         )
 
 
+def symbolic_call(fn, *args):
+    """Runs `fn` on symbolic stand-ins of the `KerasTensor`s in `args`
+    (Keras's backend shape inference: `jax.eval_shape` on JAX, meta tensors
+    on PyTorch); `fn` may run more than once."""
+    from keras.src import backend
+
+    return backend.compute_output_spec(fn, *args)
+
+
 # --- added for keras_linbp.callbacks -------------------------------------------
 
 
