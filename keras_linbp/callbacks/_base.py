@@ -44,6 +44,14 @@ class ProbeCallback(keras.callbacks.Callback):
     def __init__(self, log_dir, data=None, freq=1, sites=None,
                  max_samples=_probe_data.DEFAULT_MAX_SAMPLES, batch_freq=None):
         super().__init__()
+        backend = keras.backend.backend()
+        if backend != "tensorflow":
+            raise NotImplementedError(
+                f"{type(self).__name__} runs its probe as a tf.function and writes "
+                "tf.summary events: it needs Keras's TensorFlow backend; Keras is "
+                f"running on the {backend!r} backend. (BackpropSchedule works on "
+                "every backend.)"
+            )
         self.log_dir = _log_dir.check_log_dir(log_dir)
         _probe_data.check_data(data)
         self.data = data
