@@ -86,10 +86,10 @@ class GradientFlow(_base.ProbeCallback):
       `call()` report the gradient with respect to the site's input, the
       pre-activation `a`, instead: one entry per site, the gradient that
       flows back through that activation (not through other uses of `a`,
-      such as a skip connection). Each
-      summary's description says which (`tags.GRADIENT_DESCRIPTIONS`). A
-      kernel the loss does not reach (a `stop_gradient` branch, an output
-      the loss ignores, a layer before a sign under exact backprop) logs 0.
+      such as a skip connection). Each summary's description says which
+      (`tags.GRADIENT_DESCRIPTIONS`). A kernel the loss does not reach (a
+      `stop_gradient` branch, an output the loss ignores, a layer before a
+      sign under exact backprop) logs 0.
     - histograms `gradient_flow/<layer>/exact_gradient`,
       `gradient_flow/<layer>/linear_gradient`.
 
@@ -114,6 +114,7 @@ class GradientFlow(_base.ProbeCallback):
     Raises:
         TypeError, ValueError: for an argument outside what is listed above,
             when the callback is made.
+        NotImplementedError: on a Keras backend other than TensorFlow.
 
     Example:
 

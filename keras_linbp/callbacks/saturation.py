@@ -114,6 +114,7 @@ class SaturationHistograms(_base.ProbeCallback):
     Raises:
         TypeError, ValueError: for an argument outside what is listed above,
             when the callback is made.
+        NotImplementedError: on a Keras backend other than TensorFlow.
 
     Example:
 
