@@ -16,20 +16,22 @@ all handled by Keras exactly as for a plain `keras.Model`. `evaluate`,
 `predict` and plain calls are untouched.
 """
 
+import inspect
+
 import keras
 
 from keras_linbp import _compat
+from keras_linbp import _validation
 from keras_linbp import sites as linbp_sites
 from keras_linbp.calibration import calibrate_slopes
 from keras_linbp.linearize import LinearizeOptions
-from keras_linbp.linearize import check_slope
 from keras_linbp.linearize import linearize
 
 BACKPROP_MODES = ("linear", "exact")
 
 
 def _check_backprop(value):
-    if value not in BACKPROP_MODES:
+    if not isinstance(value, str) or value not in BACKPROP_MODES:
         raise ValueError(
             f"Unknown `backprop` value {value!r}: expected one of {BACKPROP_MODES}."
         )
@@ -67,12 +69,12 @@ def _first_inputs(x, max_samples):
     """The model inputs of the first batch of `fit`'s `x`, or None when
     reading them would consume training data (a generator)."""
     import inspect
-
-    import tensorflow as tf
+    import sys
 
     if x is None:
         return None
-    if isinstance(x, tf.data.Dataset):
+    tf = sys.modules.get("tensorflow")  # a tf.data.Dataset needs it imported
+    if tf is not None and isinstance(x, tf.data.Dataset):
         for element in x.take(1):
             inputs, _, _ = keras.utils.unpack_x_y_sample_weight(element)
             return inputs
@@ -194,11 +196,11 @@ class LinearBackpropModel(keras.Model):
         calibrated_slopes=None,
         **kwargs,
     ):
-        if keras.backend.backend() != "tensorflow":
-            raise RuntimeError(
-                "LinearBackpropModel needs the TensorFlow backend; "
-                f"KERAS_BACKEND is {keras.backend.backend()!r}."
-            )
+        _validation.require_supported_backend(
+            "LinearBackpropModel"
+            if type(self).__name__ == "FunctionalLinearBackpropModel"
+            else type(self).__name__
+        )
         if _compat.functional_init_arguments(args, kwargs) and _compat.Functional not in type(self).__mro__:
             raise TypeError(
                 f"{type(self).__name__} is a subclass of LinearBackpropModel: "
@@ -207,12 +209,14 @@ class LinearBackpropModel(keras.Model):
                 "with `LinearBackpropModel.from_model(model, ...)`."
             )
         _check_backprop(backprop)
+        # Checked here with the package's validators (errors that name the
+        # argument and what is allowed); LinearizeOptions keeps the values.
         options = LinearizeOptions(
-            slope=slope,
-            sites=sites,
-            from_depth=from_depth,
-            include_output=include_output,
-            include_softmax=include_softmax,
+            slope=_validation.check_slope(slope, allow_auto=True, allow_dict=True),
+            sites=_validation.check_sites(sites),
+            from_depth=_validation.check_from_depth(from_depth),
+            include_output=_validation.check_bool("include_output", include_output),
+            include_softmax=_validation.check_bool("include_softmax", include_softmax),
         )
         super().__init__(*args, **kwargs)
         self._backprop = backprop
@@ -224,7 +228,7 @@ class LinearBackpropModel(keras.Model):
         self._include_softmax = options.include_softmax
         self._recalibrate = _check_recalibrate(recalibrate)
         self.calibrated_slopes = (
-            None if calibrated_slopes is None else dict(check_slope(dict(calibrated_slopes)))
+            None if not calibrated_slopes else _validation.check_slope(dict(calibrated_slopes), allow_dict=True)
         )
         if self.built and self._sites_option is not None:
             # Report a misnamed site now rather than at the first step.
@@ -291,7 +295,7 @@ class LinearBackpropModel(keras.Model):
 
     @slope.setter
     def slope(self, value):
-        value = check_slope(value)
+        value = _validation.check_slope(value, allow_auto=True, allow_dict=True)
         if value != self._slope:
             self._slope = value
             self._retrace_train_function()
@@ -500,6 +504,16 @@ class LinearBackpropModel(keras.Model):
 
     # --- training ------------------------------------------------------------
 
+    def make_train_function(self, force=False):
+        # Observe the sites now, outside the traced step: JAX's trainer
+        # keeps variable values only inside its stateless step.
+        if self._backprop == "linear" and self.built:
+            try:
+                linbp_sites.find_activation_sites(self)
+            except ValueError:
+                pass  # no input shapes known yet: observed at the first step
+        return super().make_train_function(force)
+
     def train_step(self, *args, **kwargs):
         # Keras's own train_step, traced with the selected sites swapped to
         # the linear rule. With MirroredStrategy every replica thread runs
@@ -554,7 +568,33 @@ class FunctionalLinearBackpropModel(LinearBackpropModel, _compat.Functional):
         super().__init__(*args, **kwargs)
 
 
+def _required_call_arguments(model):
+    """Names of the arguments `model.call` cannot do without (besides
+    `training` and `mask`, which Keras passes itself)."""
+    try:
+        parameters = inspect.signature(model.call).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [
+        p.name
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.default is p.empty
+        and p.name not in ("training", "mask")
+    ]
+
+
 def _inputs_like_build_shapes(model):
+    required = _required_call_arguments(model)
+    if len(required) > 1:
+        raise ValueError(
+            f"`from_model` cannot wrap subclassed model {model.name!r}: its "
+            f"`call({', '.join(required)})` takes {len(required)} required input "
+            "arguments, and a functional LinearBackpropModel passes one input "
+            "(a tensor, or a list or dict of tensors). Give `call` a single "
+            "input, e.g. `def call(self, inputs): a, b = inputs`, or subclass "
+            "LinearBackpropModel instead of wrapping."
+        )
     shapes = _compat.build_shapes(model)
     if len(shapes) != 1:
         raise ValueError(

@@ -103,7 +103,7 @@ def _run(st, key, original, args, kwargs, event):
     fn = stack[-1] if stack else original
     graph = None
     if st.observers and event is not None:
-        graph = _current_graph()
+        graph = current_graph()
         if graph is not None:
             event.first_op = len(graph.get_operations())
     st.guard += 1
@@ -121,13 +121,15 @@ def _run(st, key, original, args, kwargs, event):
     return out
 
 
-def _current_graph():
-    try:
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover - other backends
+def current_graph():
+    """The TF graph being traced, else None (eager, or another backend)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
         return None
-    graph = tf.compat.v1.get_default_graph()
-    return None if tf.executing_eagerly() else graph
+    import tensorflow as tf
+
+    return None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
 
 
 def _make_attribute_dispatcher(key, layer, attribute, original):
