@@ -68,6 +68,13 @@ import step_time  # noqa: E402  (the memory method is step_time's)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+if keras.backend.backend() != "tensorflow":
+    raise SystemExit(
+        f"{__file__} measures TensorFlow graph-mode steps and TF allocator memory: "
+        f"run it with KERAS_BACKEND=tensorflow (now {keras.backend.backend()!r})."
+    )
+
+
 import keras_linbp  # noqa: E402
 from keras_linbp import LinearBackpropModel  # noqa: E402
 
@@ -209,7 +216,8 @@ def _hub(name):
         model = _with_sequence_head(backbone, name.lower())
         if name == "ViT":
             rng = np.random.default_rng(0)
-            x = tf.constant(rng.normal(size=(TEXT_BATCH, IMAGE_SIDE, 2 * IMAGE_SIDE, 3)), tf.float32)
+            images = rng.normal(size=(TEXT_BATCH, IMAGE_SIDE, 2 * IMAGE_SIDE, 3))
+            x = tf.constant(images, tf.float32)
             y = tf.constant(rng.integers(0, CLASSES, size=(TEXT_BATCH,)), tf.int64)
             return model, (x, y)
         return model, _token_batch(list(model.input))
@@ -328,7 +336,8 @@ def measure(name, config):
 
 def markdown_table(results):
     lines = [
-        "| model | linear sites | step memory exact (MiB) | linear (MiB) | linear / exact | target | memory A/A | step time linear / exact | time A/A |",
+        "| model | linear sites | step memory exact (MiB) | linear (MiB) | linear / exact "
+        "| target | memory A/A | step time linear / exact | time A/A |",
         "|---|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for row in results["models"]:
@@ -344,7 +353,8 @@ def markdown_table(results):
             f"| {row['model']} | {row['linear_sites']} | {row['peak_mib']['exact']:.1f} "
             f"| {row['peak_mib']['linear']:.1f} | {ratio_text} | {verdict} "
             f"| {'n/a' if same is None else f'{same:.2f}'} "
-            f"| {row['step_time_linear_over_exact']:.2f} | {row['step_time_exact_over_exact']:.2f} |"
+            f"| {row['step_time_linear_over_exact']:.2f} "
+            f"| {row['step_time_exact_over_exact']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -383,7 +393,8 @@ def main(argv=None):
             f"{name}: {row['linear_sites']} linear sites, memory linear/exact "
             f"{row['linear_over_exact']} ({row['peak_mib']['linear']:.1f} / "
             f"{row['peak_mib']['exact']:.1f} MiB), time linear/exact "
-            f"{row['step_time_linear_over_exact']:.3f} (A/A {row['step_time_exact_over_exact']:.3f}), "
+            f"{row['step_time_linear_over_exact']:.3f} "
+            f"(A/A {row['step_time_exact_over_exact']:.3f}), "
             f"{row['seconds']} s",
             flush=True,
         )

@@ -10,8 +10,6 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-import keras_linbp  # noqa: E402
-
 ATTACK = pathlib.Path(__file__).resolve().parents[1] / "examples" / "linbp_attack.py"
 
 
@@ -40,9 +38,6 @@ def test_exact_input_gradient_and_i_fgsm_stay_in_budget():
     assert attack.number_of_sites(source) == 4
 
 
-@pytest.mark.skipif(
-    not hasattr(keras_linbp, "linearize"), reason="keras_linbp.linearize not available"
-)
 def test_smoke_run_writes_results_json_and_png(tmp_path, capsys):
     attack = _load()
     returned = attack.main(["--out", str(tmp_path), "--smoke"])
