@@ -94,9 +94,11 @@ def build_target():
     return keras.Model(inputs, outputs, name="target")
 
 
-def train(model, x_train, y_train, epochs, seed):
-    """Ordinary (exact) backprop training with Adam."""
+def train(build, x_train, y_train, epochs, seed):
+    """Builds (initial weights from `seed`) and trains a model with ordinary
+    (exact) backprop and Adam."""
     keras.utils.set_random_seed(seed)
+    model = build()
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -153,8 +155,8 @@ def number_of_sites(model):
 def attack_pair(seed, data, args):
     """Trains one source/target pair; success rates of every gradient rule."""
     x_train, x_test, y_train, y_test = data
-    source = train(build_source(), x_train, y_train, args.epochs, seed=seed)
-    target = train(build_target(), x_train, y_train, args.epochs, seed=seed + 1000)
+    source = train(build_source, x_train, y_train, args.epochs, seed=seed)
+    target = train(build_target, x_train, y_train, args.epochs, seed=seed + 1000)
     source_clean, target_clean = predict(source, x_test), predict(target, x_test)
     both_correct = (source_clean == y_test) & (target_clean == y_test)
     x, y = x_test[both_correct], y_test[both_correct]
@@ -219,6 +221,40 @@ def summarize(pairs):
     return exact, linbp
 
 
+def _depths(rows):
+    return ", ".join(str(row["from_depth"]) for row in rows)
+
+
+def _verdict(exact, linbp, best):
+    """Who won, calling a winner only where every source/target pair agrees."""
+    per_pair = ", ".join(f"{gain:+.1%}" for gain in best["transfer_gain_per_pair"])
+    always_better = [r for r in linbp if all(g > 0 for g in r["transfer_gain_per_pair"])]
+    always_worse = [r for r in linbp if all(g < 0 for g in r["transfer_gain_per_pair"])]
+    mixed = [r for r in linbp if r not in always_better and r not in always_worse]
+    if always_better:
+        top = max(always_better, key=lambda row: row["transfer_success"])
+        return (
+            f"LinBP won: `from_depth={top['from_depth']}` transfers to the target "
+            f"{top['transfer_success']:.1%} of the time vs {exact['transfer_success']:.1%} "
+            "with exact gradients, more in every pair"
+        )
+    if best["transfer_success"] < exact["transfer_success"]:
+        text = (
+            f"Exact backprop won: {exact['transfer_success']:.1%} transfer success vs at most "
+            f"{best['transfer_success']:.1%} with LinBP (`from_depth={best['from_depth']}`)"
+        )
+        if always_worse:
+            text += f"; from_depth {_depths(always_worse)} transfer less in every pair"
+        if mixed:
+            text += f"; from_depth {_depths(mixed)} less on average but not in every pair"
+        return text + f" (best LinBP per pair: {per_pair})"
+    return (
+        f"No clear winner: the best LinBP setting (`from_depth={best['from_depth']}`) "
+        f"transfers {best['transfer_success']:.1%} vs {exact['transfer_success']:.1%} "
+        f"with exact gradients, but not more in every pair ({per_pair})"
+    )
+
+
 def markdown_table(results):
     exact = results["exact"]
     best = max(results["linbp"], key=lambda row: row["transfer_success"])
@@ -236,26 +272,7 @@ def markdown_table(results):
             f"| LinBP `from_depth={row['from_depth']}`{marker} | {row['white_box_success']:.1%} "
             f"| {row['transfer_success']:.1%} | {per_pair} |"
         )
-    gains = best["transfer_gain_per_pair"]
-    per_pair = ", ".join(f"{gain:+.1%}" for gain in gains)
-    if best["transfer_success"] > exact["transfer_success"] and all(g > 0 for g in gains):
-        verdict = (
-            f"LinBP won: `from_depth={best['from_depth']}` transfers to the target "
-            f"{best['transfer_success']:.1%} of the time vs {exact['transfer_success']:.1%} "
-            f"with exact gradients, better in every pair ({per_pair})"
-        )
-    elif best["transfer_success"] < exact["transfer_success"]:
-        verdict = (
-            f"Exact backprop won: {exact['transfer_success']:.1%} transfer success vs at most "
-            f"{best['transfer_success']:.1%} with LinBP (`from_depth={best['from_depth']}`; "
-            f"per pair {per_pair})"
-        )
-    else:
-        verdict = (
-            f"No clear winner: the best LinBP setting (`from_depth={best['from_depth']}`) "
-            f"transfers {best['transfer_success']:.1%} vs {exact['transfer_success']:.1%} "
-            f"with exact gradients, but not better in every pair ({per_pair})"
-        )
+    verdict = _verdict(exact, results["linbp"], best)
     n = results["seeds"]
     lines.append("")
     lines.append(
