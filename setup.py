@@ -1,16 +1,30 @@
+import pathlib
+import re
+
 from setuptools import find_packages, setup
 
-with open("README.md", encoding="utf-8") as readme:
-    long_description = readme.read()
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def read_version():
+    # The one version number lives in keras_linbp/__init__.py; reading it as
+    # text avoids importing the package (and TensorFlow) at install time.
+    text = (HERE / "keras_linbp" / "__init__.py").read_text(encoding="utf-8")
+    match = re.search(r'^__version__ = "([^"]+)"$', text, re.MULTILINE)
+    if match is None:
+        raise RuntimeError("keras_linbp/__init__.py has no `__version__ = \"...\"` line")
+    return match.group(1)
+
 
 setup(
     name="keras-linbp",
-    version="0.1.0",
+    version=read_version(),
     description="Linear backprop (Yazdani 2018) for Keras 3: activation layers, "
     "a LinearBackpropModel for model.fit, and TensorBoard saturation callbacks.",
-    long_description=long_description,
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
+    license_files=["LICENSE"],
     packages=find_packages(include=["keras_linbp", "keras_linbp.*"]),
     python_requires=">=3.10",
     install_requires=["tensorflow>=2.16", "keras>=3.3", "numpy", "tensorboard"],
@@ -21,6 +35,7 @@ setup(
     classifiers=[
         "Programming Language :: Python :: 3",
         "Framework :: Keras",
+        "License :: OSI Approved :: Apache Software License",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
 )

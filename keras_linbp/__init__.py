@@ -5,16 +5,35 @@ activation derivative is skipped, `g <- g` instead of `g <- g * f'(a)`
 (Yazdani 2018, "Linear Backprop in non-linear networks").
 """
 
-__version__ = "0.1.0"
+# The one version number: setup.py reads it from this line.
+__version__ = "0.2.0.dev0"
 
 from keras_linbp import activations
 from keras_linbp import layers
 from keras_linbp import ops
 from keras_linbp import sites
+from keras_linbp.activations import linear_backprop
+from keras_linbp.activations import straight_through
 from keras_linbp.layers import LinearBackprop
-from keras_linbp.ops import linear_backprop
-from keras_linbp.ops import straight_through
 from keras_linbp import binary
 from keras_linbp import callbacks
 from keras_linbp import models
 from keras_linbp.models import LinearBackpropModel
+from keras_linbp.linearize import linearize
+from keras_linbp.calibration import calibrate_slopes
+
+__all__ = [
+    "LinearBackprop",
+    "LinearBackpropModel",
+    "activations",
+    "binary",
+    "calibrate_slopes",
+    "callbacks",
+    "layers",
+    "linear_backprop",
+    "linearize",
+    "models",
+    "ops",
+    "sites",
+    "straight_through",
+]

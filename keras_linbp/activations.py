@@ -24,6 +24,10 @@ forward pass and passes the gradient straight through in the backward pass
 `keras.layers.Dense(64, activation=keras_linbp.activations.linbp_tanh)`
 survives `model.save("m.keras")` / `keras.saving.load_model(...)` once
 `keras_linbp` is imported.
+
+`linear_backprop(activation, slope)` and `straight_through(activation, clip)`
+(exported as `keras_linbp.linear_backprop` / `keras_linbp.straight_through`)
+are the rules of `keras_linbp.ops` that also accept a table name.
 """
 
 import dataclasses
@@ -31,7 +35,41 @@ from typing import Callable
 
 import keras
 
+from keras_linbp import _validation
 from keras_linbp import ops
+
+__all__ = [
+    "ACTIVATIONS",
+    "ALIASES",
+    "LINBP_FUNCTIONS",
+    "SATURATION_KINDS",
+    "ActivationSpec",
+    "find_spec",
+    "get",
+    "get_spec",
+    "linear_backprop",
+    "sign",
+    "straight_through",
+    "valid_names",
+    # linbp_* functions: one per table entry (and the swish alias).
+    "linbp_elu",
+    "linbp_gelu",
+    "linbp_hard_sigmoid",
+    "linbp_hard_silu",
+    "linbp_hard_tanh",
+    "linbp_leaky_relu",
+    "linbp_linear",
+    "linbp_relu",
+    "linbp_relu6",
+    "linbp_selu",
+    "linbp_sigmoid",
+    "linbp_sign",
+    "linbp_silu",
+    "linbp_softplus",
+    "linbp_softsign",
+    "linbp_swish",
+    "linbp_tanh",
+]
 
 SATURATION_KINDS = ("bounded", "rectifier", "binary", "linear")
 
@@ -157,14 +195,100 @@ def get(identifier):
     )
 
 
+# --- the rules, accepting table names ---------------------------------------
+
+def linear_backprop(activation, slope=1.0):
+    """Returns `activation` with the linear-backprop gradient.
+
+    Forward: `activation(a)`, unchanged. Backward: `slope * upstream`,
+    whatever the activation's derivative would be (Yazdani 2018, "Linear
+    Backprop in non-linear networks"). This is `keras_linbp.ops.linear_backprop`
+    after resolving a table name; exported as `keras_linbp.linear_backprop`.
+
+    Args:
+        activation: a name from `ACTIVATIONS` (e.g. `"sigmoid"`), a Keras
+            activation function, or any callable mapping a tensor to a
+            tensor of the same shape.
+        slope: the finite real number the upstream gradient is multiplied
+            by (default 1.0: `g <- g`).
+
+    Returns:
+        A callable `fn(x, *args, **kwargs)`; extra arguments are passed to
+        the forward function (e.g. a Softmax layer's `mask`).
+
+    Raises:
+        ValueError: for an unknown name (the message lists the valid ones),
+            or a NaN / infinite `slope`.
+        TypeError: for an `activation` that is neither a name nor callable,
+            or a `slope` that is not a real number.
+        NotImplementedError: on a Keras backend other than TensorFlow.
+
+    Example:
+
+    >>> fn = keras_linbp.linear_backprop("sigmoid")
+    >>> x = tf.constant([-10.0, 0.0, 10.0])
+    >>> with tf.GradientTape() as tape:
+    ...     tape.watch(x)
+    ...     y = fn(x)
+    >>> tape.gradient(y, x).numpy()
+    array([1., 1., 1.], dtype=float32)
+    """
+    _validation.require_tensorflow_backend("keras_linbp.linear_backprop")
+    return ops.linear_backprop(get(activation), slope=slope)
+
+
+def straight_through(activation, clip=1.0):
+    """Returns `activation` with the clipped straight-through gradient.
+
+    Forward: `activation(a)`. Backward: `upstream` where `|a| <= clip`,
+    else 0 (BinaryNet; Larq's `ste_sign(x, clip_value=1.0)`); `clip=None`
+    passes every gradient. This is `keras_linbp.ops.straight_through`
+    after resolving a table name; exported as `keras_linbp.straight_through`.
+
+    Args:
+        activation: a table name (e.g. `"sign"`), a Keras activation
+            function or any callable.
+        clip: the clipping threshold (a positive finite number, or None).
+
+    Returns:
+        A callable `fn(x, *args, **kwargs)`.
+
+    Raises:
+        ValueError: for an unknown name or a non-positive / non-finite `clip`.
+        TypeError: for an `activation` that is neither a name nor callable,
+            or a `clip` that is neither a number nor None.
+        NotImplementedError: on a Keras backend other than TensorFlow.
+
+    Example:
+
+    >>> fn = keras_linbp.straight_through("sign")
+    >>> x = tf.constant([-2.0, -0.5, 0.0, 1.0, 3.0])
+    >>> with tf.GradientTape() as tape:
+    ...     tape.watch(x)
+    ...     y = fn(x)
+    >>> y.numpy(), tape.gradient(y, x).numpy()
+    (array([-1., -1.,  1.,  1.,  1.], dtype=float32),
+     array([0., 1., 1., 1., 0.], dtype=float32))
+    """
+    _validation.require_tensorflow_backend("keras_linbp.straight_through")
+    return ops.straight_through(get(activation), clip=clip)
+
+
 # --- linbp_* functions: forward f, backward g <- g --------------------------
 
 def _make_linbp_function(spec):
-    backward = ops.linear_backprop(spec.forward)
+    # Built on first call, not at import: `import keras_linbp` must work on
+    # every Keras backend, and calling a linbp_* function on one other than
+    # TensorFlow raises the backend error of `ops.linear_backprop`.
+    backward = None
 
     # A real `def` (not a lambda or partial) so Keras serializes it by its
     # registered name.
     def linbp_fn(x):
+        nonlocal backward
+        if backward is None:
+            _validation.require_tensorflow_backend(f"keras_linbp.activations.linbp_{spec.name}")
+            backward = ops.linear_backprop(spec.forward)
         return backward(x)
 
     linbp_fn.__name__ = linbp_fn.__qualname__ = f"linbp_{spec.name}"

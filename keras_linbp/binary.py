@@ -35,9 +35,12 @@ input with zeros, as `keras.layers.Conv2D` does).
 
 import keras
 
+from keras_linbp import _validation
 from keras_linbp import activations as linbp_activations
 from keras_linbp import layers as linbp_layers
 from keras_linbp import ops as linbp_ops
+
+__all__ = ["RULES", "BinaryConv2D", "BinaryDense", "BinarySign", "WeightClip", "binary_sign"]
 
 RULES = ("linear", "ste")
 
@@ -54,16 +57,13 @@ def binary_sign(rule):
 
     Raises:
         ValueError: for any other `rule`.
+        NotImplementedError: on a Keras backend other than TensorFlow.
     """
+    _validation.require_tensorflow_backend("keras_linbp.binary.binary_sign")
+    _check_rule(rule)
     if rule == "linear":
         return linbp_ops.linear_backprop(linbp_activations.sign)
-    if rule == "ste":
-        return linbp_ops.straight_through(linbp_activations.sign, clip=1.0)
-    raise ValueError(
-        f"Unknown binary backward rule {rule!r}; expected one of {RULES} "
-        "('linear': linear backprop g <- g; 'ste': clipped straight-through "
-        "estimator g <- g * 1[|x| <= 1])."
-    )
+    return linbp_ops.straight_through(linbp_activations.sign, clip=1.0)
 
 
 @keras.saving.register_keras_serializable(package="keras_linbp")
@@ -92,8 +92,10 @@ class BinarySign(linbp_layers.LinearBackprop):
     def __init__(self, rule="linear", **kwargs):
         kwargs.pop("activation", None)
         kwargs.pop("slope", None)
+        _validation.require_tensorflow_backend(type(self).__name__)
+        rule = _check_rule(rule)
         super().__init__("sign", **kwargs)
-        self.rule = _check_rule(rule)
+        self.rule = rule
         self._backprop = binary_sign(self.rule)
 
     def get_config(self):
@@ -120,10 +122,7 @@ class WeightClip(keras.constraints.Constraint):
     """
 
     def __init__(self, clip_value=1.0):
-        clip_value = float(clip_value)
-        if clip_value <= 0:
-            raise ValueError(f"`clip_value` must be positive, got {clip_value}.")
-        self.clip_value = clip_value
+        self.clip_value = _validation.check_clip(clip_value, name="clip_value", allow_none=False)
 
     def __call__(self, w):
         return keras.ops.clip(w, -self.clip_value, self.clip_value)
@@ -139,9 +138,20 @@ def _resolve_kernel_constraint(kernel_constraint):
 
 
 def _check_rule(rule):
-    if rule not in RULES:
-        binary_sign(rule)  # raises the ValueError that explains the rules
+    if not isinstance(rule, str) or rule not in RULES:
+        raise ValueError(
+            f"Unknown binary backward rule `rule={rule!r}`; expected one of {RULES} "
+            "('linear': linear backprop g <- g; 'ste': clipped straight-through "
+            "estimator g <- g * 1[|x| <= 1])."
+        )
     return rule
+
+
+def _check_binary_arguments(what, rule, binarize_inputs):
+    # Before the Keras base class runs: a bad argument or backend fails first.
+    _validation.require_tensorflow_backend(what)
+    _check_rule(rule)
+    _validation.check_bool("binarize_inputs", binarize_inputs)
 
 
 class _BinaryMixin:
@@ -149,7 +159,7 @@ class _BinaryMixin:
 
     def _init_binary(self, rule, binarize_inputs):
         self.rule = _check_rule(rule)
-        self.binarize_inputs = bool(binarize_inputs)
+        self.binarize_inputs = _validation.check_bool("binarize_inputs", binarize_inputs)
         # Quantizers are derived from `rule` (not serialized themselves).
         # The kernel's is a plain function; the input's is a `BinarySign`
         # sublayer so that site discovery and the saturation callbacks see
@@ -215,6 +225,7 @@ class BinaryDense(_BinaryMixin, keras.layers.Dense):
         kernel_constraint="weight_clip",
         **kwargs,
     ):
+        _check_binary_arguments(type(self).__name__, rule, binarize_inputs)
         super().__init__(
             units,
             kernel_constraint=_resolve_kernel_constraint(kernel_constraint),
@@ -270,6 +281,7 @@ class BinaryConv2D(_BinaryMixin, keras.layers.Conv2D):
         kernel_constraint="weight_clip",
         **kwargs,
     ):
+        _check_binary_arguments(type(self).__name__, rule, binarize_inputs)
         super().__init__(
             filters,
             kernel_size,

@@ -5,10 +5,30 @@ backward pass is `g <- slope * g`. The named variants (`LinBPSigmoid`,
 `LinBPTanh`, ...) fix the activation and take only `slope`.
 """
 
+import warnings
+
 import keras
 
+from keras_linbp import _validation
 from keras_linbp import activations as linbp_activations
 from keras_linbp import ops
+
+__all__ = [
+    "NAMED_LAYERS",
+    "LinBPELU",
+    "LinBPGELU",
+    "LinBPHardSigmoid",
+    "LinBPHardTanh",
+    "LinBPLeakyReLU",
+    "LinBPReLU",
+    "LinBPReLU6",
+    "LinBPSiLU",
+    "LinBPSigmoid",
+    "LinBPSign",
+    "LinBPSoftplus",
+    "LinBPTanh",
+    "LinearBackprop",
+]
 
 
 def _serialize_activation(activation):
@@ -56,8 +76,20 @@ class LinearBackprop(keras.layers.Layer):
         activation: a name from `keras_linbp.activations.ACTIVATIONS`
             (e.g. `"tanh"`, `"sign"`), a Keras activation function or any
             registered callable.
-        slope: constant multiplying the upstream gradient (default 1.0).
+        slope: a finite real number multiplying the upstream gradient
+            (default 1.0).
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Attributes:
+        activation: the activation as given (a table name or a callable).
+        activation_fn: the forward activation function it resolves to.
+        slope: the slope, a float.
+
+    Raises:
+        ValueError: for an unknown activation name or a NaN / infinite
+            slope.
+        TypeError: for a slope that is not a real number.
+        NotImplementedError: on a Keras backend other than TensorFlow.
 
     Example:
 
@@ -66,17 +98,40 @@ class LinearBackprop(keras.layers.Layer):
     """
 
     def __init__(self, activation, slope=1.0, **kwargs):
+        _validation.require_tensorflow_backend(type(self).__name__)
+        slope = _validation.check_slope(slope)
         super().__init__(**kwargs)
         self.activation = _deserialize_activation(activation)
-        self.slope = float(slope)
-        self._backprop = ops.linear_backprop(self.activation, slope=self.slope)
+        self.slope = slope
+        self._backprop = ops.linear_backprop(
+            linbp_activations.get(self.activation), slope=self.slope
+        )
         self.supports_masking = True
         self._build_at_init()
 
     @property
-    def forward(self):
-        """The forward activation function."""
+    def activation_fn(self):
+        """The forward activation function (e.g. `keras.activations.tanh`)."""
         return self._backprop.forward
+
+    # Not a property: on the PyTorch backend a Keras layer is a
+    # `torch.nn.Module`, and an attribute named `forward` would replace
+    # `Module.forward` and bypass `call()`. `__getattr__` is consulted only
+    # when normal lookup fails, which never happens for `forward` on PyTorch.
+    def __getattr__(self, name):
+        if name == "forward":
+            warnings.warn(
+                f"`{type(self).__name__}.forward` is deprecated; use "
+                "`activation_fn` (on the PyTorch backend `forward` is "
+                "torch.nn.Module's).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return self.activation_fn
+        parent = getattr(super(), "__getattr__", None)
+        if parent is not None:
+            return parent(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def call(self, inputs):
         return self._backprop(inputs)

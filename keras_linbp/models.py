@@ -16,33 +16,76 @@ all handled by Keras exactly as for a plain `keras.Model`. `evaluate`,
 `predict` and plain calls are untouched.
 """
 
-import warnings
+import inspect
 
 import keras
-from keras.src.models.functional import Functional
-from keras.src.models.model import functional_init_arguments
-from keras.src.utils import naming
 
-from keras_linbp import ops
+from keras_linbp import _compat
+from keras_linbp import _validation
 from keras_linbp import sites as linbp_sites
+from keras_linbp.calibration import calibrate_slopes
+from keras_linbp.linearize import LinearizeOptions
+from keras_linbp.linearize import check_slope
+from keras_linbp.linearize import linearize
 
 BACKPROP_MODES = ("linear", "exact")
 
 
 def _check_backprop(value):
-    if value not in BACKPROP_MODES:
+    if not isinstance(value, str) or value not in BACKPROP_MODES:
         raise ValueError(
             f"Unknown `backprop` value {value!r}: expected one of {BACKPROP_MODES}."
         )
     return value
 
 
-def _check_slope(value):
-    try:
-        slope = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`slope` must be a number, got {value!r}.") from None
-    return slope
+RECALIBRATE_MODES = ("epoch", "fit", "never")
+
+
+def _check_recalibrate(value):
+    if value not in RECALIBRATE_MODES:
+        raise ValueError(
+            f"Unknown `recalibrate` value {value!r}: expected one of {RECALIBRATE_MODES}."
+        )
+    return value
+
+
+class _AutoSlopes(keras.callbacks.Callback):
+    """Calibrates `slope="auto"` at the start of `fit` (and each epoch)."""
+
+    def __init__(self, probe_x, every_epoch):
+        super().__init__()
+        self.probe_x = probe_x
+        self.every_epoch = every_epoch
+
+    def on_train_begin(self, logs=None):
+        self.model.calibrate_slopes(self.probe_x)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.every_epoch and epoch > 0:
+            self.model.calibrate_slopes(self.probe_x)
+
+
+def _first_inputs(x, max_samples):
+    """The model inputs of the first batch of `fit`'s `x`, or None when
+    reading them would consume training data (a generator)."""
+    import inspect
+
+    import tensorflow as tf
+
+    if x is None:
+        return None
+    if isinstance(x, tf.data.Dataset):
+        for element in x.take(1):
+            inputs, _, _ = keras.utils.unpack_x_y_sample_weight(element)
+            return inputs
+        return None
+    if isinstance(x, keras.utils.PyDataset):
+        inputs, _, _ = keras.utils.unpack_x_y_sample_weight(x[0])
+        return inputs
+    if inspect.isgenerator(x) or hasattr(x, "__next__"):
+        return None
+    return keras.tree.map_structure(lambda t: t[:max_samples], x)
 
 
 def _serialize_sites(sites):
@@ -85,8 +128,19 @@ class LinearBackpropModel(keras.Model):
             updates identical to a plain `keras.Model`). Settable between
             steps: `model.backprop = "exact"` takes effect at the next step
             (see also `keras_linbp.callbacks.BackpropSchedule`).
-        slope: the constant the upstream gradient is multiplied by at each
-            linear site (default 1.0: `g <- g`).
+        slope: the factor the upstream gradient is multiplied by at each
+            linear site: a number (default 1.0: `g <- g`), a dict
+            `{site path: number}` (sites it does not name: 1.0), or
+            `"auto"`: per-site slopes calibrated so the linear gradient has
+            exact backprop's scale at each site (`sqrt(mean(f'(a)^2))` on a
+            probe batch; see `calibrate_slopes`). Needed for deep
+            batch-normalized networks trained with plain SGD.
+        recalibrate: with `slope="auto"`, when `fit` calibrates the slopes
+            on its first batch: `"epoch"` (default: at the start and at
+            each epoch), `"fit"` (at the start of each `fit`) or `"never"`
+            (only `calibrate_slopes(x)` calls).
+        calibrated_slopes: the `"auto"` slopes in force (restored from a
+            saved model; normally left None).
         sites: which activation sites use the linear rule: None (all), a
             list of layer names or paths (`"block/dense_1"`), a regex
             (matched with `re.search` against the path) or a callable
@@ -119,7 +173,7 @@ class LinearBackpropModel(keras.Model):
     """
 
     def __new__(cls, *args, **kwargs):
-        if cls is LinearBackpropModel and functional_init_arguments(args, kwargs):
+        if cls is LinearBackpropModel and _compat.functional_init_arguments(args, kwargs):
             # Keras would make `Model(inputs, outputs)` functional by
             # rewriting the class's bases for good (see
             # `inject_functional_model_class`), which would turn every later
@@ -139,14 +193,16 @@ class LinearBackpropModel(keras.Model):
         from_depth=None,
         include_output=False,
         include_softmax=False,
+        recalibrate="epoch",
+        calibrated_slopes=None,
         **kwargs,
     ):
-        if keras.backend.backend() != "tensorflow":
-            raise RuntimeError(
-                "LinearBackpropModel needs the TensorFlow backend; "
-                f"KERAS_BACKEND is {keras.backend.backend()!r}."
-            )
-        if functional_init_arguments(args, kwargs) and Functional not in type(self).__mro__:
+        _validation.require_tensorflow_backend(
+            "LinearBackpropModel"
+            if type(self).__name__ == "FunctionalLinearBackpropModel"
+            else type(self).__name__
+        )
+        if _compat.functional_init_arguments(args, kwargs) and _compat.Functional not in type(self).__mro__:
             raise TypeError(
                 f"{type(self).__name__} is a subclass of LinearBackpropModel: "
                 "write its `call()`, or build a functional model with "
@@ -154,22 +210,27 @@ class LinearBackpropModel(keras.Model):
                 "with `LinearBackpropModel.from_model(model, ...)`."
             )
         _check_backprop(backprop)
-        slope = _check_slope(slope)
-        if from_depth is not None and int(from_depth) < 1:
-            raise ValueError(f"`from_depth` counts from 1; got {from_depth}.")
+        # Checked here with the package's validators (errors that name the
+        # argument and what is allowed); LinearizeOptions keeps the values.
+        options = LinearizeOptions(
+            slope=_validation.check_slope(slope, allow_auto=True, allow_dict=True),
+            sites=_validation.check_sites(sites),
+            from_depth=_validation.check_from_depth(from_depth),
+            include_output=_validation.check_bool("include_output", include_output),
+            include_softmax=_validation.check_bool("include_softmax", include_softmax),
+        )
         super().__init__(*args, **kwargs)
         self._backprop = backprop
-        self._slope = slope
+        self._slope = options.slope
         # A tuple, not a list: Keras would wrap a list attribute for tracking.
-        self._sites_option = (
-            tuple(sites)
-            if sites is not None and not isinstance(sites, str) and not callable(sites)
-            else sites
+        self._sites_option = options.sites
+        self._from_depth = options.from_depth
+        self._include_output = options.include_output
+        self._include_softmax = options.include_softmax
+        self._recalibrate = _check_recalibrate(recalibrate)
+        self.calibrated_slopes = (
+            None if calibrated_slopes is None else dict(check_slope(dict(calibrated_slopes)))
         )
-        self._from_depth = None if from_depth is None else int(from_depth)
-        self._include_output = bool(include_output)
-        self._include_softmax = bool(include_softmax)
-        self._selected_sites_cache = None
         if self.built and self._sites_option is not None:
             # Report a misnamed site now rather than at the first step.
             self.linear_sites()
@@ -208,8 +269,8 @@ class LinearBackpropModel(keras.Model):
                 "`model.build(input_shape)` first."
             )
         options.setdefault("name", f"{model.name}_linbp")
-        if isinstance(model, (Functional, keras.Sequential)):
-            inputs, outputs = _symbolic_inputs_outputs(model)
+        if isinstance(model, (_compat.Functional, keras.Sequential)):
+            inputs, outputs = _compat.functional_io(model)
             return LinearBackpropModel(inputs, outputs, **options)
         inputs = _inputs_like_build_shapes(model)
         return LinearBackpropModel(inputs, model(inputs), **options)
@@ -235,10 +296,62 @@ class LinearBackpropModel(keras.Model):
 
     @slope.setter
     def slope(self, value):
-        value = _check_slope(value)
+        value = check_slope(value)
         if value != self._slope:
             self._slope = value
             self._retrace_train_function()
+
+    @property
+    def recalibrate(self):
+        """When `slope="auto"` recalibrates: `"epoch"`, `"fit"` or `"never"`."""
+        return self._recalibrate
+
+    def calibrate_slopes(self, x, statistic="rms"):
+        """Calibrates the per-site slopes `slope="auto"` uses, on inputs `x`.
+
+        Runs one forward pass on (at most 256 examples of) `x` and sets
+        `calibrated_slopes` to `{site path: sqrt(mean(f'(a)^2))}` for the
+        linear sites (see `keras_linbp.calibrate_slopes`). Takes effect at
+        the next training step.
+
+        Returns:
+            The new `calibrated_slopes`.
+        """
+        slopes = calibrate_slopes(
+            self,
+            x,
+            statistic=statistic,
+            **self.linearize_options().selection_kwargs(),
+        )
+        if slopes != self.calibrated_slopes:
+            self.calibrated_slopes = slopes
+            if self._slope == "auto":
+                self._retrace_train_function()
+        return slopes
+
+    def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
+        """`keras.Model.fit`; with `slope="auto"` it first calibrates the
+        slopes on the first batch of `x` (and again each epoch unless
+        `recalibrate` says otherwise)."""
+        if (
+            self._slope == "auto"
+            and self._backprop == "linear"
+            and self._recalibrate != "never"
+        ):
+            probe = _first_inputs(x, 256)
+            if probe is None:
+                if self.calibrated_slopes is None:
+                    raise ValueError(
+                        '`slope="auto"` calibrates on the first batch of `x`, '
+                        "but `x` is a generator (reading it would take a "
+                        "batch from training). Call "
+                        "`model.calibrate_slopes(x_batch)` before `fit`, or "
+                        "pass a tf.data.Dataset, a PyDataset or arrays."
+                    )
+            else:
+                auto = _AutoSlopes(probe, every_epoch=self._recalibrate == "epoch")
+                callbacks = [auto] + list(callbacks or [])
+        return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
 
     @property
     def from_depth(self):
@@ -267,9 +380,26 @@ class LinearBackpropModel(keras.Model):
 
     # --- sites ---------------------------------------------------------------
 
+    def linearize_options(self):
+        """The model's options as a `keras_linbp.linearize.LinearizeOptions`."""
+        return LinearizeOptions(
+            slope=self._slope,
+            sites=self._sites_option,
+            from_depth=self._from_depth,
+            include_output=self._include_output,
+            include_softmax=self._include_softmax,
+        )
+
     def activation_sites(self):
-        """Every activation site of the model (`keras_linbp.sites.ActivationSite`)."""
+        """Every activation site that runs in the model's forward pass
+        (`keras_linbp.sites.ActivationSite`, call order)."""
         return linbp_sites.find_activation_sites(self)
+
+    def _selection(self):
+        return linbp_sites.explain_selection(
+            linbp_sites.find_activation_sites(self),
+            **self.linearize_options().selection_kwargs(),
+        )
 
     def linear_sites(self):
         """The sites that use the linear rule when `backprop == "linear"`.
@@ -282,81 +412,64 @@ class LinearBackpropModel(keras.Model):
             ValueError: if `sites=` names a layer with no activation site
                 (the message lists the sites there are).
         """
-        if self._selected_sites_cache is None or not self.built:
-            # Cached once built: the traced step calls this on every
-            # retrace, and a subclassed model's layers exist only then.
-            self._selected_sites_cache = linbp_sites.select_sites(
-                linbp_sites.find_activation_sites(self),
-                sites=self._sites_option,
-                from_depth=self._from_depth,
-                include_output=self._include_output,
-                include_softmax=self._include_softmax,
-            )
-            if isinstance(self._sites_option, str) and not self._selected_sites_cache:
-                warnings.warn(
-                    f"`sites={self._sites_option!r}` selects no activation site "
-                    f"of {self.name!r}; training uses exact backprop. Site "
-                    "paths: "
-                    f"{[s.path for s in linbp_sites.find_activation_sites(self)]}.",
-                    stacklevel=2,
-                )
-        return list(self._selected_sites_cache)
+        return [site for site, chosen, _ in self._selection() if chosen]
+
+    def site_slope(self, site):
+        """The slope in force at `site` (a site of this model)."""
+        slope = self._slope
+        if isinstance(slope, dict):
+            return slope.get(site.path, 1.0)
+        if slope == "auto":
+            return (self.calibrated_slopes or {}).get(site.path, 1.0)
+        return slope
 
     def _site_rules(self):
         """[(site, rule, note)] for every site; rule: linear, exact, or
         `<rule>-fixed` for a site that fixes its own rule."""
-        all_sites = linbp_sites.find_activation_sites(self)
-        selected = {(id(s.layer), s.attribute) for s in self.linear_sites()}
         rows = []
-        for site in all_sites:
+        for site, chosen, reasons in self._selection():
             if site.fixed_rule is not None:
                 note = (
                     f"{type(site.layer).__name__} rule={site.fixed_rule!r}"
-                    if site.kind == "call"
+                    if site.kind == "layer call"
                     else "linbp_* activation"
                 )
                 rows.append((site, f"{site.fixed_rule}-fixed", note))
                 continue
-            chosen = (id(site.layer), site.attribute) in selected
             rule = "linear" if chosen and self._backprop == "linear" else "exact"
-            notes = []
-            if not chosen:
-                if site.is_output and not self._include_output:
-                    notes.append("output layer")
-                if site.is_softmax and not self._include_softmax:
-                    notes.append("softmax")
-                if self._from_depth is not None and site.depth < self._from_depth:
-                    notes.append(f"before from_depth={self._from_depth}")
-                if not notes:
-                    notes.append("not selected by `sites`")
-            elif self._backprop == "exact":
+            notes = list(reasons)
+            if chosen and self._backprop == "exact":
                 notes.append('linear when backprop="linear"')
             rows.append((site, rule, ", ".join(notes)))
         return rows
 
     def linbp_summary(self, print_fn=None):
-        """Prints every activation site with its backward rule.
+        """Prints every activation site that runs, with its backward rule.
 
-        Columns: depth, site path, layer class, activation, rule
-        (`linear`, `exact`, or `<rule>-fixed` for sites that fix their own
-        rule: `LinearBackprop` layers, `linbp_*` activations, binary signs)
-        and why a site is exact. Then the layers whose
-        own `call()` is custom code: activations computed there are invisible
-        to the model and keep exact backprop.
+        Columns: depth (call order), site path, how the site is reached
+        (`attribute`, `layer call`, or `op` inside a layer's own `call()`),
+        layer class, activation, rule (`linear`, `exact`, or
+        `<rule>-fixed` for sites that fix their own rule: `LinearBackprop`
+        layers, `linbp_*` activations, binary signs), slope, and why a site
+        is exact. Then the non-linear TensorFlow ops the forward pass applies
+        outside every site (direct `tf.nn.*` / `tf.math.*` calls, which no
+        Keras plugin can re-route): they keep exact backprop.
 
         Args:
             print_fn: function taking a line of text (default `print`).
         """
         print_fn = print_fn or print
         rows = self._site_rules()
-        header = ("#", "site", "layer", "activation", "rule", "note")
+        header = ("#", "site", "reached by", "layer", "activation", "rule", "slope", "note")
         table = [header] + [
             (
                 str(site.depth),
                 site.path,
+                site.kind,
                 type(site.layer).__name__,
                 site.activation_name,
                 rule,
+                f"{self.site_slope(site):g}" if rule == "linear" else "",
                 note,
             )
             for site, rule, note in rows
@@ -367,9 +480,12 @@ class LinearBackpropModel(keras.Model):
             return "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
 
         n_linear = sum(rule != "exact" for _, rule, _ in rows)
+        slope = self._slope if isinstance(self._slope, str) else (
+            "per site" if isinstance(self._slope, dict) else f"{self._slope:g}"
+        )
         print_fn(
             f'LinearBackpropModel "{self.name}": backprop={self._backprop!r}, '
-            f"slope={self._slope:g}; {n_linear} of {len(rows)} activation "
+            f"slope={slope}; {n_linear} of {len(rows)} activation "
             "sites use the linear backward rule in training."
         )
         print_fn(line(header))
@@ -380,24 +496,25 @@ class LinearBackpropModel(keras.Model):
             print_fn("(no activation sites found)")
         unconverted = linbp_sites.find_unconverted(self)
         if unconverted:
-            print_fn("Not converted (exact backprop):")
-            for path, reason in unconverted:
-                print_fn(f"  {path}: {reason}")
+            print_fn(
+                "Not converted (exact backprop): non-linear TensorFlow ops "
+                "applied outside Keras's activation functions (direct tf.* calls):"
+            )
+            for op_name, op_type in unconverted:
+                print_fn(f"  {op_name} ({op_type})")
 
     # --- training ------------------------------------------------------------
 
-    def train_step(self, data):
-        # Keras's own TensorFlow train_step, traced with the selected sites
-        # swapped to the linear rule. With MirroredStrategy every replica
-        # thread runs train_step, and the swap is per thread.
+    def train_step(self, *args, **kwargs):
+        # Keras's own train_step, traced with the selected sites swapped to
+        # the linear rule. With MirroredStrategy every replica thread runs
+        # train_step, and the swap is per thread.
         if self._backprop == "exact":
-            return super().train_step(data)
-        slope = self._slope
-        with linbp_sites.swap_sites(
-            self.linear_sites(),
-            lambda site, original: ops.linear_backprop(original, slope=slope),
-        ):
-            return super().train_step(data)
+            return super().train_step(*args, **kwargs)
+        data = args[-1] if args else kwargs.get("data")
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        with linearize(self, inputs=x):
+            return super().train_step(*args, **kwargs)
 
     # --- serialization -------------------------------------------------------
 
@@ -411,6 +528,8 @@ class LinearBackpropModel(keras.Model):
                 "from_depth": self._from_depth,
                 "include_output": self._include_output,
                 "include_softmax": self._include_softmax,
+                "recalibrate": self._recalibrate,
+                "calibrated_slopes": self.calibrated_slopes,
             }
         )
         return config
@@ -424,7 +543,7 @@ class LinearBackpropModel(keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="keras_linbp")
-class FunctionalLinearBackpropModel(LinearBackpropModel, Functional):
+class FunctionalLinearBackpropModel(LinearBackpropModel, _compat.Functional):
     """What `LinearBackpropModel(inputs, outputs, ...)` constructs.
 
     `LinearBackpropModel`'s methods come first in the MRO, `Functional`'s
@@ -432,22 +551,42 @@ class FunctionalLinearBackpropModel(LinearBackpropModel, Functional):
     """
 
     def __new__(cls, *args, **kwargs):
-        return Functional.__new__(cls, *args, **kwargs)
+        return _compat.Functional.__new__(cls, *args, **kwargs)
 
     def __init__(self, *args, **kwargs):
         if kwargs.get("name") is None:
-            kwargs["name"] = naming.auto_name("LinearBackpropModel")
+            kwargs["name"] = _compat.auto_name("LinearBackpropModel")
         super().__init__(*args, **kwargs)
 
 
-def _symbolic_inputs_outputs(model):
-    if isinstance(model, keras.Sequential):
-        return model.inputs[0] if len(model.inputs) == 1 else model.inputs, model.outputs[0]
-    return model._inputs_struct, model._outputs_struct
+def _required_call_arguments(model):
+    """Names of the arguments `model.call` cannot do without (besides
+    `training` and `mask`, which Keras passes itself)."""
+    try:
+        parameters = inspect.signature(model.call).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [
+        p.name
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.default is p.empty
+        and p.name not in ("training", "mask")
+    ]
 
 
 def _inputs_like_build_shapes(model):
-    shapes = getattr(model, "_build_shapes_dict", None) or {}
+    required = _required_call_arguments(model)
+    if len(required) > 1:
+        raise ValueError(
+            f"`from_model` cannot wrap subclassed model {model.name!r}: its "
+            f"`call({', '.join(required)})` takes {len(required)} required input "
+            "arguments, and a functional LinearBackpropModel passes one input "
+            "(a tensor, or a list or dict of tensors). Give `call` a single "
+            "input, e.g. `def call(self, inputs): a, b = inputs`, or subclass "
+            "LinearBackpropModel instead of wrapping."
+        )
+    shapes = _compat.build_shapes(model)
     if len(shapes) != 1:
         raise ValueError(
             f"`from_model` cannot infer the inputs of subclassed model "

@@ -6,6 +6,12 @@
   clipped straight-through estimator `g <- g * 1[|a| <= clip]` (BinaryNet,
   Larq's `ste_sign` default).
 
+This is the rule module: callables in, callables out. It knows no table
+name and imports nothing from the package but the leaf `_validation`
+module; `keras_linbp.linear_backprop("tanh")` and
+`keras_linbp.straight_through("sign")` (defined in
+`keras_linbp.activations`) resolve table names and then call these.
+
 Both work in eager mode, inside `tf.function` and under XLA
 (`jit_compile=True`), keep the dtype of their input (float16, bfloat16,
 float32, float64) and reject integer or bool input with a `TypeError`.
@@ -16,13 +22,27 @@ activation's input is not kept alive for the backward pass.
 import keras
 import tensorflow as tf
 
+from keras_linbp import _validation
 
-def _resolve(activation):
-    # Local import: `activations` builds its `linbp_*` functions from this
-    # module, so importing it at module level would be circular.
-    from keras_linbp import activations
+__all__ = ["check_floating", "linear_backprop", "straight_through"]
 
-    return activations.get(activation)
+
+def _check_activation(activation, what):
+    """The forward function, which must be callable (no names here)."""
+    if callable(activation):
+        return activation
+    if isinstance(activation, str):
+        raise TypeError(
+            f"keras_linbp.ops.{what} takes a callable, got the name "
+            f"{activation!r}. Table names are resolved by "
+            f"`keras_linbp.{what}({activation!r})` (also "
+            f"`keras_linbp.activations.{what}`), or pass "
+            f"`keras_linbp.activations.get({activation!r})`."
+        )
+    raise TypeError(
+        f"`activation` of {what} must be a callable (a Keras activation "
+        f"function or your own); got {activation!r} ({type(activation).__name__})."
+    )
 
 
 def _name_of(fn):
@@ -93,19 +113,26 @@ def linear_backprop(activation, slope=1.0):
     Backprop in non-linear networks").
 
     Args:
-        activation: a name from `keras_linbp.activations.ACTIVATIONS`
-            (e.g. `"sigmoid"`), a Keras activation function, or any callable
-            mapping a tensor to a tensor of the same shape.
-        slope: the constant the upstream gradient is multiplied by
-            (default 1.0: `g <- g`).
+        activation: a Keras activation function, or any callable mapping a
+            tensor to a tensor of the same shape. (Table names such as
+            `"sigmoid"` are accepted by `keras_linbp.linear_backprop`.)
+        slope: the finite real number the upstream gradient is multiplied
+            by (default 1.0: `g <- g`).
 
     Returns:
         A callable `fn(x, *args, **kwargs)`; extra arguments are passed to
-        the forward function (e.g. a Softmax layer's `mask`).
+        the forward function (e.g. a Softmax layer's `mask`). Its attributes
+        `forward` and `slope` describe it.
+
+    Raises:
+        TypeError: if `activation` is not callable or `slope` is not a
+            real number.
+        ValueError: if `slope` is NaN or infinite.
+        NotImplementedError: on a Keras backend other than TensorFlow.
 
     Example:
 
-    >>> fn = keras_linbp.linear_backprop("sigmoid")
+    >>> fn = keras_linbp.ops.linear_backprop(keras.activations.sigmoid)
     >>> x = tf.constant([-10.0, 0.0, 10.0])
     >>> with tf.GradientTape() as tape:
     ...     tape.watch(x)
@@ -113,8 +140,9 @@ def linear_backprop(activation, slope=1.0):
     >>> tape.gradient(y, x).numpy()
     array([1., 1., 1.], dtype=float32)
     """
-    forward = _resolve(activation)
-    slope = float(slope)
+    _validation.require_tensorflow_backend("keras_linbp.linear_backprop")
+    forward = _check_activation(activation, "linear_backprop")
+    slope = _validation.check_slope(slope)
 
     def linear_backprop_fn(x, *args, **kwargs):
         x = check_floating(x, f"linear_backprop({_name_of(forward)})")
@@ -144,16 +172,25 @@ def straight_through(activation, clip=1.0):
     (then it equals `linear_backprop(activation)`).
 
     Args:
-        activation: a table name, a Keras activation function or a callable.
-        clip: the clipping threshold (a positive number or None).
+        activation: a Keras activation function or any callable (table
+            names such as `"sign"` are accepted by
+            `keras_linbp.straight_through`).
+        clip: the clipping threshold (a positive finite number, or None).
 
     Returns:
         A callable `fn(x, *args, **kwargs)`; extra arguments are passed to
-        the forward function.
+        the forward function. Its attributes `forward` and `clip` describe
+        it.
+
+    Raises:
+        TypeError: if `activation` is not callable or `clip` is not a
+            number or None.
+        ValueError: if `clip` is not positive and finite.
+        NotImplementedError: on a Keras backend other than TensorFlow.
 
     Example:
 
-    >>> fn = keras_linbp.straight_through("sign")
+    >>> fn = keras_linbp.ops.straight_through(keras_linbp.activations.sign)
     >>> x = tf.constant([-2.0, -0.5, 0.0, 1.0, 3.0])
     >>> with tf.GradientTape() as tape:
     ...     tape.watch(x)
@@ -162,11 +199,9 @@ def straight_through(activation, clip=1.0):
     (array([-1., -1.,  1.,  1.,  1.], dtype=float32),
      array([0., 1., 1., 1., 0.], dtype=float32))
     """
-    forward = _resolve(activation)
-    if clip is not None:
-        clip = float(clip)
-        if clip <= 0:
-            raise ValueError(f"`clip` must be positive or None, got {clip}.")
+    _validation.require_tensorflow_backend("keras_linbp.straight_through")
+    forward = _check_activation(activation, "straight_through")
+    clip = _validation.check_clip(clip)
 
     def straight_through_fn(x, *args, **kwargs):
         x = check_floating(x, f"straight_through({_name_of(forward)})")

@@ -160,13 +160,13 @@ def test_config_round_trip_keeps_slope_and_activation():
     config = layer.get_config()
     assert config["activation"] == "hard_tanh" and config["slope"] == pytest.approx(0.3)
     clone = layers.LinearBackprop.from_config(config)
-    assert clone.slope == layer.slope and clone.forward is keras.activations.hard_tanh
+    assert clone.slope == layer.slope and clone.activation_fn is keras.activations.hard_tanh
     assert clone.name == "lbp"
 
     named = layers.LinBPReLU6(slope=4.0)
     assert "activation" not in named.get_config()
     clone = layers.LinBPReLU6.from_config(named.get_config())
-    assert clone.slope == 4.0 and clone.forward is keras.activations.relu6
+    assert clone.slope == 4.0 and clone.activation_fn is keras.activations.relu6
 
 
 def test_callable_activation_round_trips_through_config():
@@ -183,7 +183,7 @@ def test_callable_activation_round_trips_through_config():
         config = keras.saving.serialize_keras_object(layer)
         clone = keras.saving.deserialize_keras_object(json.loads(json.dumps(config)))
         assert type(clone) is layers.LinearBackprop
-        assert clone.forward is activation and clone.slope == 0.5
+        assert clone.activation_fn is activation and clone.slope == 0.5
         np.testing.assert_array_equal(clone(x).numpy(), layer(x).numpy())
 
 
@@ -198,7 +198,7 @@ def test_unknown_activation_name_raises_value_error_listing_names():
 def test_named_layer_rejects_a_different_activation():
     with pytest.raises(ValueError, match="LinBPTanh always applies 'tanh'"):
         layers.LinBPTanh(activation="relu")
-    assert layers.LinBPTanh(activation="tanh").forward is keras.activations.tanh
+    assert layers.LinBPTanh(activation="tanh").activation_fn is keras.activations.tanh
 
 
 def test_layer_rejects_integer_and_bool_input():
@@ -215,4 +215,4 @@ def test_unregistered_callable_fails_to_load_with_a_clear_error():
     with pytest.raises((TypeError, ValueError), match="register_keras_serializable"):
         layers.LinearBackprop.from_config(config)
     with keras.saving.custom_object_scope({"my_activation": my_activation}):
-        assert layers.LinearBackprop.from_config(config).forward is my_activation
+        assert layers.LinearBackprop.from_config(config).activation_fn is my_activation

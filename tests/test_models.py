@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import keras
+import tensorflow as tf
 
 from keras_linbp import activations as linbp_activations
 from keras_linbp.callbacks import BackpropSchedule
@@ -415,28 +416,40 @@ class CustomReLUBlock(keras.layers.Layer):
         return keras.ops.relu(self.dense(inputs))
 
 
-def test_linbp_summary_lists_sites_rules_and_invisible_activations():
+class DirectTFBlock(keras.layers.Layer):
+    """Applies tanh through TensorFlow directly: no Keras plugin reaches it."""
+
+    def call(self, inputs):
+        return tf.math.tanh(inputs)
+
+
+def test_linbp_summary_lists_sites_rules_and_unreachable_activations():
     inputs = keras.Input((4,))
     h = keras.layers.Dense(5, activation="relu", name="first")(inputs)
     h = CustomReLUBlock(name="custom")(h)
+    h = DirectTFBlock(name="direct")(h)
     h = keras.layers.Dense(3, activation=linbp_activations.linbp_tanh, name="fixed")(h)
     h = keras.layers.Dense(3, activation="sigmoid", name="late")(h)
     outputs = keras.layers.Dense(2, activation="softmax", name="probs")(h)
-    model = LinearBackpropModel(inputs, outputs, sites=["first", "late"], from_depth=3)
+    model = LinearBackpropModel(inputs, outputs, sites=["first", "late", "custom"], from_depth=3)
     lines = []
     model.linbp_summary(print_fn=lines.append)
     text = "\n".join(lines)
     rows = {line.split()[1]: line for line in lines if line[:1].isdigit()}
-    assert set(rows) == {"first", "fixed", "late", "probs"}
+    # The relu computed inside CustomReLUBlock.call() is an op site of its own.
+    assert list(rows) == ["first", "custom:relu", "fixed", "late", "probs"]
+    assert " op " in rows["custom:relu"] and "before from_depth=3" in rows["custom:relu"]
     assert " exact " in rows["first"] and "before from_depth=3" in rows["first"]
     assert "linear-fixed" in rows["fixed"]
-    assert " linear" in rows["late"]
+    assert " linear " in rows["late"]
     assert "output layer" in rows["probs"] and "softmax" in rows["probs"]
-    assert "custom" in text and "invisible" in text
+    # Only the direct tf.math.tanh is listed as unreachable.
+    unreached = text.split("Not converted")[1].strip().splitlines()[1:]
+    assert len(unreached) == 1 and "direct" in unreached[0] and "Tanh" in unreached[0]
     model.backprop = "exact"
     lines.clear()
     model.linbp_summary(print_fn=lines.append)
-    assert "0 of 4" not in lines[0] and "1 of 4" in lines[0]  # the fixed site stays linear
+    assert "1 of 5" in lines[0]  # the fixed site stays linear
 
 
 def test_errors_name_the_problem():

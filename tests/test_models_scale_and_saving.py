@@ -3,6 +3,7 @@
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.distribute import mirrored_strategy
 
 import keras
 
@@ -36,10 +37,30 @@ def test_mixed_float16_uses_keras_loss_scaling():
         assert error < 0.2 * max(np.abs(want_exact - want_linear).max(), 1e-2)
 
 
+def _mirrored_strategy_with_own_collective_keys(devices):
+    """A `MirroredStrategy` whose collective keys no other strategy uses.
+
+    Every `MirroredStrategy` of a process numbers its collective ops from the
+    same keys (group 1, instances 100, 101, ...), and the TF runtime keeps
+    what it learned about each key -- a tensor's shape -- for the life of
+    the process. A second strategy whose all-reduces have other shapes then
+    aborts with "Shape mismatch in the collective instance 100" (this test
+    failed after `test_callbacks.py::test_mirrored_strategy`, and that one
+    after this). TF's own tests avoid it the same way
+    (`tensorflow/python/distribute/strategy_combinations.py`): move the key
+    base before creating a strategy, and again after, so that a strategy
+    created later without this helper gets fresh keys too.
+    """
+    mirrored_strategy.MirroredStrategy._collective_key_base += 100000
+    strategy = tf.distribute.MirroredStrategy(devices)
+    mirrored_strategy.MirroredStrategy._collective_key_base += 100000
+    return strategy
+
+
 def test_mirrored_strategy_on_two_devices_equals_one_device():
     weights = _init_weights()
     x, y = _data(n=16)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = _mirrored_strategy_with_own_collective_keys(["/cpu:0", "/cpu:1"])
     assert strategy.num_replicas_in_sync == 2
     with strategy.scope():
         distributed = _compile(_mlp(weights))

@@ -280,3 +280,20 @@ def test_loss_on_a_linear_sigmoid_output_still_uses_the_linear_gradient():
     # d loss / d p (mean over 3 units), passed through unchanged.
     expected = (-(targets.numpy() / p) + (1.0 - targets.numpy()) / (1.0 - p)) / 3.0
     np.testing.assert_allclose(tape.gradient(loss, logits).numpy(), expected, rtol=1e-4)
+
+
+def test_rule_module_takes_callables_and_the_package_functions_resolve_names():
+    # `keras_linbp.ops` is the rule module: callables only, with an error
+    # that points to the name-resolving package-level functions.
+    with pytest.raises(TypeError, match=r"keras_linbp\.linear_backprop\('tanh'\)"):
+        keras_linbp.ops.linear_backprop("tanh")
+    with pytest.raises(TypeError, match=r"keras_linbp\.straight_through\('sign'\)"):
+        keras_linbp.ops.straight_through("sign")
+    assert keras_linbp.linear_backprop is activations.linear_backprop
+    assert keras_linbp.straight_through is activations.straight_through
+
+    _, grad = _gradient(keras_linbp.ops.linear_backprop(keras.activations.sigmoid, slope=0.5), X, UPSTREAM, "eager")
+    np.testing.assert_array_equal(grad, np.float32(0.5) * UPSTREAM)
+    y, grad = _gradient(keras_linbp.ops.straight_through(activations.sign, clip=0.5), X, UPSTREAM, "eager")
+    np.testing.assert_array_equal(y, np.where(X >= 0, 1.0, -1.0).astype("float32"))
+    np.testing.assert_array_equal(grad, np.where(np.abs(X) <= 0.5, UPSTREAM, 0.0))

@@ -226,7 +226,7 @@ def plain_function(site, original):
     `linbp_*` activation, an `ops.linear_backprop` / `straight_through`
     wrapper) this is the forward function inside them.
     """
-    if site.kind == "call" and isinstance(site.layer, linbp_layers.LinearBackprop):
+    if site.kind in ("call", "layer call") and isinstance(site.layer, linbp_layers.LinearBackprop):
         forward = site.layer.forward
         return lambda inputs, *args, **kwargs: forward(inputs)
     name = getattr(original, "_linbp_activation", None)

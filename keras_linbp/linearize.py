@@ -1,0 +1,256 @@
+"""`keras_linbp.linearize`: linear-backprop gradients for any forward call.
+
+```python
+with keras_linbp.linearize(model, from_depth=3):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = loss_fn(y, model(x))
+grad_x = tape.gradient(loss, x)   # LinBP input gradient (Guo et al. 2020)
+```
+
+Inside the block every forward call of `model` in this thread applies the
+linear backward rule at the selected activation sites; outside it (and in
+other threads) the model is exactly as before. `LinearBackpropModel`'s
+training step is `with linearize(self): return super().train_step(data)`.
+"""
+
+import contextlib
+import math
+import warnings
+
+from keras_linbp import ops
+from keras_linbp import sites as linbp_sites
+
+__all__ = ["linearize", "LinearizeOptions"]
+
+_UNSET = object()
+_warned = set()
+
+
+def _check_slope_value(value, name="slope"):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise TypeError(f"`{name}` must be a number, got {type(value).__name__}: {value!r}.")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{name}` must be a number, got {value!r}.") from None
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be finite, got {value!r}.")
+    return value
+
+
+def check_slope(slope):
+    """A number, `"auto"`, or a dict `{site path: number}`."""
+    if isinstance(slope, str):
+        if slope != "auto":
+            raise ValueError(
+                f"`slope` must be a number, \"auto\" or a dict {{site path: "
+                f"number}}; got the string {slope!r}."
+            )
+        return slope
+    if isinstance(slope, dict):
+        checked = {}
+        for path, value in slope.items():
+            if not isinstance(path, str):
+                raise TypeError(f"`slope` dict keys must be site paths (str); got {path!r}.")
+            checked[path] = _check_slope_value(value, f"slope[{path!r}]")
+        return checked
+    return _check_slope_value(slope)
+
+
+def check_from_depth(from_depth):
+    if from_depth is None:
+        return None
+    if isinstance(from_depth, bool) or not isinstance(from_depth, int):
+        if not (hasattr(from_depth, "__index__") and not isinstance(from_depth, bool)):
+            raise TypeError(
+                f"`from_depth` must be None or an integer >= 1, got "
+                f"{type(from_depth).__name__}: {from_depth!r}."
+            )
+    from_depth = int(from_depth.__index__())
+    if from_depth < 1:
+        raise ValueError(f"`from_depth` counts from 1; got {from_depth}.")
+    return from_depth
+
+
+def check_sites(sites):
+    import re
+
+    if sites is None or callable(sites):
+        return sites
+    if isinstance(sites, str):
+        try:
+            re.compile(sites)
+        except re.error as error:
+            raise ValueError(f"`sites` is not a valid regular expression ({error}): {sites!r}.") from None
+        return sites
+    if isinstance(sites, (list, tuple)) and all(isinstance(s, str) for s in sites):
+        return tuple(sites)
+    raise TypeError(
+        "`sites` must be None, a regex string, a list of site paths or layer "
+        f"names, or a callable `site -> bool`; got {type(sites).__name__}: {sites!r}."
+    )
+
+
+class LinearizeOptions:
+    """The options shared by `linearize` and `LinearBackpropModel`."""
+
+    def __init__(
+        self,
+        slope=1.0,
+        sites=None,
+        from_depth=None,
+        include_output=False,
+        include_softmax=False,
+    ):
+        self.slope = check_slope(slope)
+        self.sites = check_sites(sites)
+        self.from_depth = check_from_depth(from_depth)
+        self.include_output = _check_bool("include_output", include_output)
+        self.include_softmax = _check_bool("include_softmax", include_softmax)
+
+    def selection_kwargs(self):
+        return dict(
+            sites=self.sites,
+            from_depth=self.from_depth,
+            include_output=self.include_output,
+            include_softmax=self.include_softmax,
+        )
+
+
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+    return value
+
+
+def site_slopes(selected, slope, calibrated=None):
+    """`{site path: slope}` for the selected sites.
+
+    A number applies to every site; a dict gives per-site slopes (sites it
+    does not name use 1.0); `"auto"` takes `calibrated` (sites not
+    calibrated use 1.0).
+    """
+    if isinstance(slope, dict):
+        return {s.path: slope.get(s.path, 1.0) for s in selected}
+    if slope == "auto":
+        calibrated = calibrated or {}
+        return {s.path: calibrated.get(s.path, 1.0) for s in selected}
+    return {s.path: slope for s in selected}
+
+
+def _warn_once(model, key, message):
+    token = (id(model), key)
+    if token in _warned:
+        return
+    _warned.add(token)
+    warnings.warn(message, stacklevel=4)
+
+
+@contextlib.contextmanager
+def linear_rule(model, selected, slopes):
+    """Swaps `selected` sites of `model` to the linear rule with `slopes`."""
+
+    def make(site, original):
+        return ops.linear_backprop(original, slope=slopes.get(site.path, 1.0))
+
+    with linbp_sites.swap_sites(selected, make):
+        yield
+
+
+def resolve(model, slope, sites, from_depth, include_output, include_softmax):
+    """Options given explicitly win; the rest come from a
+    `LinearBackpropModel`'s own options, else the defaults."""
+    own = getattr(model, "linearize_options", None)
+    base = own() if callable(own) else LinearizeOptions()
+    given = dict(
+        slope=slope,
+        sites=sites,
+        from_depth=from_depth,
+        include_output=include_output,
+        include_softmax=include_softmax,
+    )
+    merged = {
+        "slope": base.slope,
+        "sites": base.sites,
+        "from_depth": base.from_depth,
+        "include_output": base.include_output,
+        "include_softmax": base.include_softmax,
+    }
+    merged.update({k: v for k, v in given.items() if v is not _UNSET})
+    return LinearizeOptions(**merged)
+
+
+@contextlib.contextmanager
+def linearize(
+    model,
+    *,
+    slope=_UNSET,
+    sites=_UNSET,
+    from_depth=_UNSET,
+    include_output=_UNSET,
+    include_softmax=_UNSET,
+    inputs=None,
+):
+    """Within the block, `model`'s forward calls backpropagate linearly.
+
+    Every forward call of `model` inside the block (in this thread) keeps
+    its forward values but, at each selected activation site, passes the
+    upstream gradient on as `slope * g` instead of `g * f'(a)` -- for the
+    weights' gradients and for the inputs' (`tape.gradient(loss, x)`).
+    Works in eager mode and inside `tf.function` (enter the block inside
+    the traced function: a graph traced inside the block keeps the linear
+    rule, one traced outside keeps exact backprop). Blocks nest (the inner
+    one wins) and are per thread; on exit, exceptions included, the model
+    is exactly as before.
+
+    Args:
+        model: a built Keras model (plain or `LinearBackpropModel`).
+        slope: the gradient factor at linear sites: a number (default 1.0),
+            a dict `{site path: number}` (unnamed sites: 1.0), or `"auto"`
+            (a `LinearBackpropModel`'s calibrated per-site slopes).
+        sites: None (all), a list of site paths / layer names, a regex, or
+            a callable `ActivationSite -> bool`.
+        from_depth: only sites at depth >= `from_depth` (1-based, call
+            order): LinBP of Guo et al. 2020.
+        include_output: also linearize the output's activation.
+        include_softmax: also linearize softmax sites.
+        inputs: optional example inputs used to observe the model's sites
+            when they are not known yet (see `find_activation_sites`).
+
+    Options not given come from a `LinearBackpropModel`'s own options (its
+    `slope`, `sites`, ...), else from the defaults above.
+
+    Yields:
+        The list of linear sites.
+
+    Raises:
+        ValueError / TypeError: for an invalid option, naming it; a `sites`
+            list naming a layer with no activation site.
+    """
+    options = resolve(model, slope, sites, from_depth, include_output, include_softmax)
+    all_sites = linbp_sites.find_activation_sites(model, inputs=inputs)
+    rows = linbp_sites.explain_selection(all_sites, **options.selection_kwargs())
+    selected = [site for site, chosen, _ in rows if chosen]
+    if not selected:
+        _warn_once(
+            model,
+            ("no-sites", repr(options.selection_kwargs())),
+            f"Linear backprop on {model.name!r} applies to no activation site, "
+            f"so gradients are exact: {linbp_sites.no_selection_reason(all_sites, rows)}.",
+        )
+    if options.slope == "auto":
+        calibrated = getattr(model, "calibrated_slopes", None)
+        if calibrated is None:
+            raise ValueError(
+                '`slope="auto"` needs calibrated slopes: a LinearBackpropModel '
+                "calibrates them in `fit` or with `model.calibrate_slopes(x)`; "
+                "for another model compute them with "
+                "`keras_linbp.calibrate_slopes(model, x)` and pass the dict "
+                "as `slope=`."
+            )
+        slopes = site_slopes(selected, "auto", calibrated)
+    else:
+        slopes = site_slopes(selected, options.slope)
+    with linear_rule(model, selected, slopes):
+        yield list(selected)

@@ -1,0 +1,253 @@
+"""Per-thread dispatch of activation functions: the one mechanism behind
+`swap_sites`, the training step's linear rule and the callbacks' probes.
+
+Three kinds of place are re-routed while a swap (or an observation) is
+active, and only then:
+
+- a layer attribute holding an activation (`Dense.activation`,
+  `LSTMCell.recurrent_activation`, `Activation.activation`, ...);
+- the `call` of a Keras activation layer (`ReLU`, `Softmax`, ...,
+  `LinearBackprop`);
+- the Keras backend functions that `keras.ops.*` / `keras.activations.*`
+  call (`backend.nn.gelu`, `backend.numpy.tanh`, ...): an activation
+  computed by a custom layer's own `call()`.
+
+Each is replaced by a dispatcher that looks up, in thread-local state, what
+to run for this site in this thread; with nothing registered it runs the
+original function. An op dispatcher identifies its site by the innermost
+layer whose `call()` is running, the op name and how many times that op ran
+before in the same invocation of that layer. Outside every layer (losses,
+metrics, optimizers) an op always runs the original.
+
+While a dispatched function runs, nested dispatch is off: the ops inside a
+`Dense` activation, a `ReLU` layer or an already replaced function are part
+of that one site.
+"""
+
+import threading
+import weakref
+
+from keras_linbp import _compat
+
+# Backend functions re-routed, per backend module: the table's activations
+# plus softmax. Names are Keras's (`keras.ops.<name>`).
+OP_FUNCTIONS = {
+    "nn": (
+        "relu",
+        "relu6",
+        "leaky_relu",
+        "elu",
+        "selu",
+        "gelu",
+        "silu",
+        "sigmoid",
+        "softplus",
+        "softsign",
+        "hard_sigmoid",
+        "hard_silu",
+        "hard_tanh",
+        "softmax",
+    ),
+    "numpy": ("tanh",),
+}
+
+_lock = threading.Lock()
+# key -> [original, dispatcher, users]; key is ("attr", id(layer), attribute)
+# or ("op", module name, op name).
+_installed = {}
+_local = threading.local()
+
+
+class _ThreadState:
+    def __init__(self):
+        self.replacements = {}  # site key -> [function, ...] (a stack)
+        self.guard = 0  # > 0 while a dispatched function runs
+        self.observers = []  # callables(event) collecting discovery events
+        # One counter dict per layer invocation (the Keras name scope object).
+        self.op_counts = weakref.WeakKeyDictionary()
+
+
+def state():
+    """This thread's dispatch state."""
+    if not hasattr(_local, "state"):
+        _local.state = _ThreadState()
+    return _local.state
+
+
+def attribute_key(layer, attribute):
+    return ("attr", id(layer), attribute)
+
+
+def op_key(layer, op, occurrence):
+    return ("op", id(layer), op, occurrence)
+
+
+class Event:
+    """What an observer sees when a dispatched site runs."""
+
+    __slots__ = ("key", "layer", "attribute", "op", "occurrence", "output", "first_op", "last_op", "graph")
+
+    def __init__(self, key, layer, attribute=None, op=None, occurrence=0):
+        self.key = key
+        self.layer = layer
+        self.attribute = attribute
+        self.op = op
+        self.occurrence = occurrence
+        self.output = None
+        self.graph = None
+        self.first_op = self.last_op = 0
+
+
+def _run(st, key, original, args, kwargs, event):
+    stack = st.replacements.get(key)
+    fn = stack[-1] if stack else original
+    graph = None
+    if st.observers and event is not None:
+        graph = _current_graph()
+        if graph is not None:
+            event.first_op = len(graph.get_operations())
+    st.guard += 1
+    try:
+        out = fn(*args, **kwargs)
+    finally:
+        st.guard -= 1
+    if st.observers and event is not None:
+        event.output = out
+        if graph is not None:
+            event.graph = graph
+            event.last_op = len(graph.get_operations())
+        for observer in st.observers:
+            observer(event)
+    return out
+
+
+def _current_graph():
+    try:
+        import tensorflow as tf
+    except ImportError:  # pragma: no cover - other backends
+        return None
+    graph = tf.compat.v1.get_default_graph()
+    return None if tf.executing_eagerly() else graph
+
+
+def _make_attribute_dispatcher(key, layer, attribute, original):
+    layer_ref = weakref.ref(layer)
+
+    def dispatch(*args, **kwargs):
+        st = state()
+        if st.guard or not (st.replacements or st.observers):
+            return original(*args, **kwargs)
+        event = Event(key, layer_ref(), attribute=attribute) if st.observers else None
+        return _run(st, key, original, args, kwargs, event)
+
+    dispatch.__name__ = getattr(original, "__name__", "activation")
+    dispatch._linbp_original = original
+    return dispatch
+
+
+def _make_op_dispatcher(op, original):
+    def dispatch(*args, **kwargs):
+        st = state()
+        if st.guard or not (st.replacements or st.observers):
+            return original(*args, **kwargs)
+        scope = _compat.calling_layer_scope()
+        if scope is None:
+            # Outside every layer's call(): a loss, a metric, user code.
+            return original(*args, **kwargs)
+        layer = scope.caller
+        counts = st.op_counts.get(scope)
+        if counts is None:
+            counts = st.op_counts[scope] = {}
+        occurrence = counts.get(op, 0)
+        counts[op] = occurrence + 1
+        key = op_key(layer, op, occurrence)
+        event = Event(key, layer, op=op, occurrence=occurrence) if st.observers else None
+        return _run(st, key, original, args, kwargs, event)
+
+    dispatch.__name__ = getattr(original, "__name__", op)
+    dispatch._linbp_original = original
+    return dispatch
+
+
+def install_attribute(layer, attribute):
+    """Puts a dispatcher on `layer.<attribute>` (reference counted)."""
+    key = attribute_key(layer, attribute)
+    with _lock:
+        record = _installed.get(key)
+        if record is None:
+            original = getattr(layer, attribute)
+            original = getattr(original, "_linbp_original", original)
+            dispatcher = _make_attribute_dispatcher(key, layer, attribute, original)
+            record = _installed[key] = [original, dispatcher, 0, layer]
+            # object.__setattr__: a plain attribute swap, invisible to
+            # Keras's tracking (a function is not trackable anyway).
+            object.__setattr__(layer, attribute, dispatcher)
+        record[2] += 1
+    return key, record[0]
+
+
+def uninstall_attribute(layer, attribute):
+    key = attribute_key(layer, attribute)
+    with _lock:
+        record = _installed[key]
+        record[2] -= 1
+        if record[2] == 0:
+            del _installed[key]
+            original = record[0]
+            if attribute == "call" and getattr(original, "__self__", None) is layer:
+                # The bound method came from the class: drop the override.
+                layer.__dict__.pop("call", None)
+            else:
+                object.__setattr__(layer, attribute, original)
+
+
+def install_ops():
+    """Puts dispatchers on the backend activation functions (counted)."""
+    modules = _compat.backend_op_modules()
+    with _lock:
+        for module_name, names in OP_FUNCTIONS.items():
+            module = modules[module_name]
+            for name in names:
+                key = ("op", module_name, name)
+                record = _installed.get(key)
+                if record is None:
+                    original = getattr(module, name)
+                    dispatcher = _make_op_dispatcher(name, original)
+                    record = _installed[key] = [original, dispatcher, 0, module]
+                    setattr(module, name, dispatcher)
+                record[2] += 1
+
+
+def uninstall_ops():
+    modules = _compat.backend_op_modules()
+    with _lock:
+        for module_name, names in OP_FUNCTIONS.items():
+            module = modules[module_name]
+            for name in names:
+                key = ("op", module_name, name)
+                record = _installed[key]
+                record[2] -= 1
+                if record[2] == 0:
+                    del _installed[key]
+                    setattr(module, name, record[0])
+
+
+def op_original(op):
+    """The backend function `op` as Keras defines it (ignoring dispatch)."""
+    modules = _compat.backend_op_modules()
+    for module_name, names in OP_FUNCTIONS.items():
+        if op in names:
+            fn = getattr(modules[module_name], op)
+            return getattr(fn, "_linbp_original", fn)
+    raise KeyError(op)
+
+
+def push(key, fn):
+    state().replacements.setdefault(key, []).append(fn)
+
+
+def pop(key):
+    replacements = state().replacements
+    replacements[key].pop()
+    if not replacements[key]:
+        del replacements[key]
