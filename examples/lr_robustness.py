@@ -10,45 +10,64 @@ standardization), over a grid of learning rates, two optimizers and seeds.
 Architectures (`--arch`):
 
 - `binary_vgg`: `examples/binary_cifar10.py`'s binary VGG-19 layout
-  (`build_vgg`, imported from that file): 1-bit weights and activations,
-  real-valued first conv and classifier. Rules: `ste` (the clipped
-  straight-through estimator, `g <- g * 1[|x| <= 1]`, BinaryNet / Larq's
-  default; the baseline), `linear` (every sign backpropagates `g <- g`:
-  `build_vgg("linear")`, wrapped in `LinearBackpropModel.from_model(slope=1)`,
-  which leaves the binary signs' own rule alone), `auto` (the same binary net
-  wrapped with `slope="auto"`).
+  (`build_vgg`, imported from that file; channels x `--vgg-width`, default
+  1/8: 8..64 channels, 64-unit binary dense layer) on that file's 32x32x3
+  digits pipeline (3x upscale, zero pad). 1-bit weights and activations,
+  real-valued first conv and classifier. Rules: `ste` (the baseline: the
+  clipped straight-through estimator `g <- g * 1[|x| <= 1]` through every
+  sign, BinaryNet / Larq's default), `linear` (`g <- g` through every sign:
+  `build_vgg("linear")`; the binary layers fix their own rule, so no wrapper
+  is needed or would change it), `auto` (`LinearBackpropModel.from_model(
+  build_vgg("linear"), slope="auto")`: skipped, and listed under `"skipped"`
+  with the reason, when the wrapper has no site to calibrate -- as with
+  keras_linbp 0.2, where binary signs fix their own rule).
 - `resnet20`: a real-valued ResNet-20 (He et al. 2016, CIFAR layout: 16/32/64
-  channels x `--width`, 3 stages of 3 basic blocks `relu(bn(conv(relu(bn(conv
-  x)))) + shortcut)`, 1x1 conv + BN shortcuts where the shape changes, global
-  average pooling), with `keras.layers.Activation("relu")` sites. Rules:
-  `exact` (ordinary backprop; the baseline), `linear`
+  channels x `--resnet-width`, default 1/4: 4/8/16; 3 stages of 3 basic
+  blocks `relu(bn(conv(relu(bn(conv(x))))) + shortcut)`, 1x1 conv + BN
+  shortcuts where the shape changes, global average pooling) with
+  `keras.layers.Activation("relu")` sites, on digits upscaled 2x to 16x16x3
+  (`--resnet-image-size 32` for the 32x32 pipeline: 4x the cost). Rules:
+  `exact` (the baseline: ordinary backprop), `linear`
   (`LinearBackpropModel.from_model(model, slope=1.0)`: every ReLU
-  backpropagates `g <- g`), `auto` (`slope="auto"`). The builder is written
-  here because `binary_cifar10.build_resnet` only builds binary layers; it
-  reuses that file's stage layout and width rounding.
+  backpropagates `g <- g`), `auto` (`from_model(model, slope="auto",
+  recalibrate=--auto-recalibrate)`). The builder is written here because
+  `binary_cifar10.build_resnet` only builds binary layers; it reuses that
+  file's stage layout and width rounding.
 
 `--rules baseline linear auto` (default: all three) chooses rules; `baseline`
 is `ste` for `binary_vgg` and `exact` for `resnet20`.
 
 Optimizers: Adam and SGD with momentum 0.9, each at every `--lrs` (default
-1e-5, 1e-4, 1e-3, 1e-2); cross-entropy on logits; `--epochs` epochs of
-batch `--batch-size`; seeds `--seeds`. Runs of one (arch, rule, optimizer)
-share one compiled model: before each (seed, lr) the weights are set to that
-seed's initialization (the same for every rule: paired comparisons), the
+1e-5, 1e-4, 1e-3, 1e-2); cross-entropy on logits; `--epochs` (default 3)
+epochs of batch `--batch-size` (default 16: 270 steps over the 1,437
+training images); seeds `--seeds` (default 0 1 2); test accuracy on the 360
+held-out images after the last epoch. Every rule starts from the same
+initial weights for a given seed and sees the same batch order: the
+comparison is paired.
+
+Runs of one (arch, rule, optimizer) share one compiled model: before each
+(seed, lr) the weights are set to that seed's initialization, the
 optimizer's variables are zeroed (iterations, moments) and its learning rate
-set. Tracing the training step costs tens of seconds on one CPU core, far
-more than a short run's training; `test_reset_equals_fresh_model` in
-`tests/test_lr_robustness.py` checks that a reset run equals a fresh one.
+set. Tracing the training step costs 10-40 s on one shared CPU core, more
+than a short run's training; `test_reset_equals_fresh_model` in
+`tests/test_lr_robustness.py` checks that a reset run trains exactly as a
+fresh model. `slope="auto"` bakes its slopes into the traced step, so each
+recalibration that changes them retraces: with `--auto-recalibrate fit`
+(default here) the slopes are calibrated once at the start of each run, on
+the initial weights; `epoch` (the library's default) recalibrates, and
+retraces, every epoch.
 
 Outputs with `--out DIR`: `results.json` = `{"command", "runs": [{"arch",
 "rule", "optimizer", "lr", "slope", "test_accuracy_mean",
 "test_accuracy_std" (population std over seeds), "test_accuracy" (per
 seed), "final_train_loss" (per seed; None if not finite), "diverged" (seeds
-whose loss became non-finite), "seeds", "train_seconds"}], "settings",
-"tables"}`, `heatmap_<arch>.png` (rules x lr, one panel per optimizer,
-mean test accuracy) and the markdown tables (also printed). `--append`
-keeps the runs of an existing `results.json` in DIR that this invocation does
-not redo and appends this command to its `command`.
+whose loss became non-finite), "seeds", "train_seconds", "epochs",
+"batch_size", "width", "train_size", "image_shape"; for `auto` also
+"recalibrate", "calibrated_slope_range"}], "skipped", "settings", "tables",
+"total_seconds"}`, `heatmap_<arch>.png` (rules x lr, one panel per
+optimizer, mean test accuracy) and the markdown tables (also printed).
+`--append` keeps the runs of an existing `results.json` in DIR that this
+invocation does not redo and appends this command to its `command`.
 
 Usage:
 
@@ -91,6 +110,11 @@ BASELINE = {"binary_vgg": "ste", "resnet20": "exact"}
 OPTIMIZERS = ("adam", "sgd")
 LEARNING_RATES = (1e-5, 1e-4, 1e-3, 1e-2)
 SGD_MOMENTUM = 0.9
+AUTO_NO_SITES = (
+    'LinearBackpropModel.from_model(model, slope="auto").linear_sites() is empty: the '
+    "model's only activation sites fix their own backward rule (the binary layers' "
+    "BinarySign), so `auto` would train exactly as `linear`"
+)
 PAPER = "Yazdani 2018, Fig. 4: CIFAR-10 binary VGG, lr 1e-5, ~72 % (linear) vs ~46 % (STE)"
 
 
@@ -174,11 +198,23 @@ def rule_slope(rule):
     return {"baseline": None, "linear": 1.0, "auto": "auto"}[rule]
 
 
-def build_training_model(arch, rule, width, num_classes, input_shape):
-    """The model `fit` trains: plain for the baseline, `LinearBackpropModel` otherwise."""
+def build_training_model(arch, rule, width, num_classes, input_shape, recalibrate="fit"):
+    """The model `fit` trains.
+
+    The baseline is the plain model. For `binary_vgg` the linear rule lives in
+    the binary layers themselves (`BinarySign("linear")`, a site that fixes its
+    own rule and that no `LinearBackpropModel` option changes), so its `linear`
+    model is the plain binary model too. `auto` (both archs) and `linear`
+    (`resnet20`) wrap the model with `LinearBackpropModel.from_model(model,
+    slope=...)`.
+    """
     model = build_base_model(arch, rule, width, num_classes, input_shape)
-    if rule == "baseline":
+    if rule == "baseline" or (arch == "binary_vgg" and rule == "linear"):
         return model
+    if rule == "auto":
+        return keras_linbp.LinearBackpropModel.from_model(
+            model, slope="auto", recalibrate=recalibrate
+        )
     return keras_linbp.LinearBackpropModel.from_model(model, slope=rule_slope(rule))
 
 
@@ -224,29 +260,42 @@ def accuracy(model, x, y, batch_size=256):
 
 
 def train_group(args, data, arch, rule, optimizer_name, weights_by_seed):
-    """All (lr, seed) runs of one compiled model; returns one summary per lr."""
+    """All (seed, lr) runs of one compiled model; returns one summary per lr.
+
+    Seeds outermost: with `slope="auto"` and `recalibrate="fit"` the slopes
+    calibrated at the start of a run depend only on the initial weights, so
+    the runs of one seed reuse one trace of the training step.
+    """
     x_train, y_train, x_test, y_test = data
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
     keras.utils.clear_session()
-    model = build_training_model(arch, rule, args.width[arch], num_classes, x_train.shape[1:])
+    model = build_training_model(arch, rule, args.width[arch], num_classes, x_train.shape[1:],
+                                 recalibrate=args.auto_recalibrate)
     model.compile(
         optimizer=make_optimizer(optimizer_name, args.lrs[0]),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         run_eagerly=args.smoke,
     )
-    summaries = []
-    for lr in args.lrs:
-        accuracies, losses, seconds = [], [], 0.0
-        for seed in args.seeds:
+    per_lr = {lr: {"accuracies": [], "losses": [], "seconds": 0.0, "slopes": []}
+              for lr in args.lrs}
+    for seed in args.seeds:
+        for lr in args.lrs:
             reset(model, weights_by_seed[seed], lr)
             keras.utils.set_random_seed(seed)  # the same batch order for every rule
             start = time.perf_counter()
             history = model.fit(x_train, y_train, batch_size=args.batch_size,
                                 epochs=args.epochs, verbose=0)
-            seconds += time.perf_counter() - start
+            record = per_lr[lr]
+            record["seconds"] += time.perf_counter() - start
             loss = history.history["loss"][-1]
-            losses.append(float(loss) if math.isfinite(loss) else None)
-            accuracies.append(accuracy(model, x_test, y_test))
+            record["losses"].append(float(loss) if math.isfinite(loss) else None)
+            record["accuracies"].append(accuracy(model, x_test, y_test))
+            if rule == "auto":
+                record["slopes"] += list((model.calibrated_slopes or {}).values())
+    summaries = []
+    for lr in args.lrs:
+        record = per_lr[lr]
+        accuracies, losses = record["accuracies"], record["losses"]
         summary = {
             "arch": arch,
             "rule": rule_name(arch, rule),
@@ -259,18 +308,24 @@ def train_group(args, data, arch, rule, optimizer_name, weights_by_seed):
             "final_train_loss": losses,
             "diverged": sum(loss is None for loss in losses),
             "seeds": list(args.seeds),
-            "train_seconds": seconds,
+            "train_seconds": record["seconds"],
             "epochs": args.epochs,
             "batch_size": args.batch_size,
             "width": args.width[arch],
             "train_size": len(x_train),
             "image_shape": list(x_train.shape[1:]),
         }
+        if rule == "auto":
+            summary["recalibrate"] = args.auto_recalibrate
+            # The slopes in force at the end of each seed's run, over sites and seeds.
+            summary["calibrated_slope_range"] = (
+                [min(record["slopes"]), max(record["slopes"])] if record["slopes"] else None
+            )
         print(f"  {arch:<10} {summary['rule']:<6} {optimizer_name:<4} lr {lr:<6g} "
               f"test accuracy {summary['test_accuracy_mean']:.3f} ± "
               f"{summary['test_accuracy_std']:.3f}  losses "
-              f"{[None if l is None else round(l, 3) for l in losses]}  ({seconds:.0f} s)",
-              flush=True)
+              f"{[None if l is None else round(l, 3) for l in losses]}  "
+              f"({record['seconds']:.0f} s)", flush=True)
         summaries.append(summary)
     return summaries
 
@@ -380,6 +435,9 @@ def parse_args(argv=None):
     parser.add_argument("--resnet-image-size", type=int, choices=[16, 32], default=16,
                         help="resnet20 input: 16 (2x upscale) or 32 (binary_cifar10's "
                         "32x32 pipeline); binary_vgg needs 32 (five 2x2 pools)")
+    parser.add_argument("--auto-recalibrate", choices=["fit", "epoch"], default="fit",
+                        help='when slope="auto" recalibrates (LinearBackpropModel '
+                        "recalibrate=); 'epoch' retraces the training step every epoch")
     parser.add_argument("--threads", type=int, default=1,
                         help="TF intra-op and inter-op threads (0: TF's default)")
     parser.add_argument("--smoke", action="store_true",
@@ -413,7 +471,7 @@ def main(argv=None):
           f"lrs {args.lrs}, seeds {args.seeds}, {args.epochs} epochs of batch "
           f"{args.batch_size}", flush=True)
     start = time.perf_counter()
-    runs, data_sizes = [], {}
+    runs, data_sizes, skipped = [], {}, []
     for arch in args.arch:
         data = load_digits(args.image_size[arch])
         if args.smoke:
@@ -430,6 +488,12 @@ def main(argv=None):
             for seed in args.seeds
         }
         for rule in args.rules:
+            if rule == "auto" and not build_training_model(
+                arch, rule, args.width[arch], num_classes, x_train.shape[1:]
+            ).linear_sites():
+                skipped.append({"arch": arch, "rule": "auto", "reason": AUTO_NO_SITES})
+                print(f"  {arch:<10} auto: skipped ({AUTO_NO_SITES})")
+                continue
             for optimizer_name in args.optimizers:
                 runs += train_group(args, data, arch, rule, optimizer_name, weights_by_seed)
     seconds = time.perf_counter() - start
@@ -445,6 +509,7 @@ def main(argv=None):
         command = previous["command"] + " && " + command
         seconds += previous.get("total_seconds", 0.0)
         data_sizes = {**previous["settings"]["data"], **data_sizes}
+        skipped = [s for s in previous.get("skipped", []) if s not in skipped] + skipped
 
     archs = [a for a in ARCHS if any(r["arch"] == a for r in runs)]
     tables = {arch: markdown_table(runs, arch) for arch in archs}
@@ -463,6 +528,7 @@ def main(argv=None):
         },
         "total_seconds": seconds,
         "runs": runs,
+        "skipped": skipped,
         "tables": tables,
     }
     for arch in archs:

@@ -37,7 +37,14 @@ def test_smoke_writes_results(tmp_path, lr_robustness, arch):
     assert results["command"].startswith("python examples/lr_robustness.py --smoke")
     runs = results["runs"]
     baseline = {"binary_vgg": "ste", "resnet20": "exact"}[arch]
-    expected_rules = {baseline, "linear"} | ({"auto"} if "auto" in rules else set())
+    expected_rules = {baseline, "linear"}
+    if "auto" in rules and arch == "resnet20":
+        expected_rules.add("auto")
+    if "auto" in rules and arch == "binary_vgg":
+        # The binary signs fix their own rule: slope="auto" has no site to calibrate.
+        assert [(s["arch"], s["rule"]) for s in results["skipped"]] == [("binary_vgg", "auto")]
+    else:
+        assert results["skipped"] == []
     assert {r["rule"] for r in runs} == expected_rules
     assert {r["optimizer"] for r in runs} == {"adam", "sgd"}
     assert {r["lr"] for r in runs} == {1e-5, 1e-2}
@@ -51,6 +58,9 @@ def test_smoke_writes_results(tmp_path, lr_robustness, arch):
         assert r["seeds"] == [0] and len(r["test_accuracy"]) == 1
         assert r["slope"] == {"ste": None, "exact": None, "linear": 1.0, "auto": "auto"}[r["rule"]]
         assert all(l is None or math.isfinite(l) for l in r["final_train_loss"])
+        if r["rule"] == "auto":
+            low, high = r["calibrated_slope_range"]
+            assert 0.0 < low <= high <= 1.0  # ReLU: sqrt(fraction of active units)
     table = results["tables"][arch]
     assert table.count("\n") == 1 + 2 * len(expected_rules)  # header, rule, one row per rule
     assert (tmp_path / f"heatmap_{arch}.png").stat().st_size > 10_000
