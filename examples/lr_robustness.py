@@ -67,7 +67,8 @@ whose loss became non-finite), "seeds", "train_seconds", "epochs",
 "total_seconds"}`, `heatmap_<arch>.png` (rules x lr, one panel per
 optimizer, mean test accuracy) and the markdown tables (also printed).
 `--append` keeps the runs of an existing `results.json` in DIR that this
-invocation does not redo and appends this command to its `command`.
+invocation does not redo and appends this command to its `command`;
+`--replot` only redraws DIR's heatmaps and tables from its `results.json`.
 
 Usage:
 
@@ -396,9 +397,9 @@ def plot_heatmap(path, runs, arch):
         ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
         ax.set_yticks(range(len(rules)), rules)
         ax.set_xlabel("learning rate")
-        ax.set_title("Adam" if optimizer == "adam" else f"SGD, momentum {SGD_MOMENTUM:g}")
+        optimizer_label = "Adam" if optimizer == "adam" else f"SGD, momentum {SGD_MOMENTUM:g}"
+        ax.set_title(f"{arch} on digits, {optimizer_label}: test accuracy (%)", fontsize=9)
     fig.colorbar(image, ax=list(axes[0]), label="test accuracy (mean over seeds)")
-    fig.suptitle(f"{arch} on digits: test accuracy (%) by rule and learning rate", fontsize=10)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
@@ -416,6 +417,21 @@ def pin_threads(threads):
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError:  # TF already initialised (e.g. inside pytest)
         pass
+
+
+def replot(out):
+    """Redraws the heatmaps and tables of `out`/results.json (no training)."""
+    path = os.path.join(out, "results.json")
+    with open(path) as f:
+        results = json.load(f)
+    archs = [a for a in ARCHS if any(r["arch"] == a for r in results["runs"])]
+    results["tables"] = {arch: markdown_table(results["runs"], arch) for arch in archs}
+    for arch in archs:
+        plot_heatmap(os.path.join(out, f"heatmap_{arch}.png"), results["runs"], arch)
+        print(f"\n{arch}\n\n{results['tables'][arch]}")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+    return 0
 
 
 def parse_args(argv=None):
@@ -444,6 +460,8 @@ def parse_args(argv=None):
                         help="tiny run: 64/32 samples, 1 epoch, 1 seed, 2 lrs, eager")
     parser.add_argument("--append", action="store_true",
                         help="keep the other runs of DIR/results.json and add these")
+    parser.add_argument("--replot", action="store_true",
+                        help="only redraw DIR's heatmaps and tables from its results.json")
     parser.add_argument("--out", default=None, help="directory for results.json and heatmaps")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -461,6 +479,8 @@ def parse_args(argv=None):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.replot:
+        return replot(args.out)
     pin_threads(args.threads)
     if "auto" in args.rules and not auto_slope_supported():
         print(f"error: this keras_linbp ({keras_linbp.__version__}) does not accept "

@@ -74,6 +74,11 @@ def test_append_keeps_other_runs(tmp_path, lr_robustness):
     assert sorted({r["rule"] for r in results["runs"]}) == ["exact", "linear"]
     assert len(results["runs"]) == 4
     assert results["command"].count("python examples/lr_robustness.py") == 2
+    # --replot redraws from results.json alone and keeps its data.
+    (tmp_path / "heatmap_resnet20.png").unlink()
+    assert lr_robustness.main(["--replot", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    assert (tmp_path / "heatmap_resnet20.png").stat().st_size > 10_000
 
 
 def test_auto_without_library_support_says_so(tmp_path, lr_robustness, capsys):
