@@ -30,7 +30,20 @@ setup(
     install_requires=["tensorflow>=2.16", "keras>=3.3", "numpy", "tensorboard"],
     extras_require={
         "examples": ["matplotlib", "scikit-learn"],
-        "test": ["pytest", "pytest-xdist", "matplotlib", "scikit-learn"],
+        "jax": ["jax"],
+        "torch": ["torch"],
+        "hub": ["keras-hub"],
+        # The tests run every backend on CPU. torch<2.14 picks the CPU wheel
+        # where one is offered next to PyPI's (2.14+ on PyPI pulls ~3 GB of
+        # CUDA libraries the tests never use).
+        "test": [
+            "pytest",
+            "pytest-xdist",
+            "matplotlib",
+            "scikit-learn",
+            "jax[cpu]",
+            "torch<2.14",
+        ],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -16,7 +16,6 @@ from keras_linbp.activations import linear_backprop
 from keras_linbp.activations import straight_through
 from keras_linbp.layers import LinearBackprop
 from keras_linbp import binary
-from keras_linbp import callbacks
 from keras_linbp import models
 from keras_linbp.models import LinearBackpropModel
 from keras_linbp.linearize import linearize
@@ -37,3 +36,14 @@ __all__ = [
     "sites",
     "straight_through",
 ]
+
+
+def __getattr__(name):
+    # The callbacks write TensorBoard summaries with TensorFlow; importing
+    # them lazily keeps `import keras_linbp` free of TensorFlow on the JAX
+    # and PyTorch backends.
+    if name == "callbacks":
+        import importlib
+
+        return importlib.import_module("keras_linbp.callbacks")
+    raise AttributeError(f"module 'keras_linbp' has no attribute {name!r}")

@@ -29,7 +29,7 @@ __all__ = [
     "check_int",
     "check_sites",
     "check_slope",
-    "require_tensorflow_backend",
+    "require_supported_backend",
 ]
 
 AUTO = "auto"
@@ -234,21 +234,22 @@ def check_bool(name, value):
     raise TypeError(f"`{name}` must be True or False; got {_describe(value)}.")
 
 
-def require_tensorflow_backend(what):
-    """Raises `NotImplementedError` unless Keras runs on TensorFlow.
+SUPPORTED_BACKENDS = ("tensorflow", "jax", "torch")
 
-    keras_linbp's backward rules are `tf.custom_gradient` functions; on the
-    JAX or PyTorch backend they would be bypassed (training silently exact)
-    or fail with an unrelated error, so every public entry point refuses
-    them up front. (`NotImplementedError` is a `RuntimeError`.)
+
+def require_supported_backend(what):
+    """Raises `NotImplementedError` unless Keras runs on TensorFlow, JAX or
+    PyTorch (keras_linbp has a custom-gradient primitive for each; on
+    another backend its rules would be bypassed and training silently
+    exact). (`NotImplementedError` is a `RuntimeError`.)
 
     Args:
         what: the entry point, for the message (e.g. `"LinBPTanh"`).
     """
     backend = keras.backend.backend()
-    if backend != "tensorflow":
+    if backend not in SUPPORTED_BACKENDS:
         raise NotImplementedError(
-            f"{what} supports only Keras's TensorFlow backend so far; Keras is "
-            f"running on the {backend!r} backend. Set KERAS_BACKEND=tensorflow "
-            "before importing keras (or `keras.config.set_backend(\"tensorflow\")`)."
+            f"{what} supports Keras's TensorFlow, JAX and PyTorch backends; "
+            f"Keras is running on the {backend!r} backend. Set KERAS_BACKEND "
+            "to one of tensorflow, jax, torch before importing keras."
         )

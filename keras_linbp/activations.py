@@ -221,7 +221,8 @@ def linear_backprop(activation, slope=1.0):
             or a NaN / infinite `slope`.
         TypeError: for an `activation` that is neither a name nor callable,
             or a `slope` that is not a real number.
-        NotImplementedError: on a Keras backend other than TensorFlow.
+        NotImplementedError: on a Keras backend other than TensorFlow,
+            JAX or PyTorch.
 
     Example:
 
@@ -233,7 +234,7 @@ def linear_backprop(activation, slope=1.0):
     >>> tape.gradient(y, x).numpy()
     array([1., 1., 1.], dtype=float32)
     """
-    _validation.require_tensorflow_backend("keras_linbp.linear_backprop")
+    _validation.require_supported_backend("keras_linbp.linear_backprop")
     return ops.linear_backprop(get(activation), slope=slope)
 
 
@@ -257,7 +258,8 @@ def straight_through(activation, clip=1.0):
         ValueError: for an unknown name or a non-positive / non-finite `clip`.
         TypeError: for an `activation` that is neither a name nor callable,
             or a `clip` that is neither a number nor None.
-        NotImplementedError: on a Keras backend other than TensorFlow.
+        NotImplementedError: on a Keras backend other than TensorFlow,
+            JAX or PyTorch.
 
     Example:
 
@@ -270,7 +272,7 @@ def straight_through(activation, clip=1.0):
     (array([-1., -1.,  1.,  1.,  1.], dtype=float32),
      array([0., 1., 1., 1., 0.], dtype=float32))
     """
-    _validation.require_tensorflow_backend("keras_linbp.straight_through")
+    _validation.require_supported_backend("keras_linbp.straight_through")
     return ops.straight_through(get(activation), clip=clip)
 
 
@@ -287,7 +289,7 @@ def _make_linbp_function(spec):
     def linbp_fn(x):
         nonlocal backward
         if backward is None:
-            _validation.require_tensorflow_backend(f"keras_linbp.activations.linbp_{spec.name}")
+            _validation.require_supported_backend(f"keras_linbp.activations.linbp_{spec.name}")
             backward = ops.linear_backprop(spec.forward)
         return backward(x)
 

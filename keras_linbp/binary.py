@@ -57,9 +57,10 @@ def binary_sign(rule):
 
     Raises:
         ValueError: for any other `rule`.
-        NotImplementedError: on a Keras backend other than TensorFlow.
+        NotImplementedError: on a Keras backend other than TensorFlow,
+            JAX or PyTorch.
     """
-    _validation.require_tensorflow_backend("keras_linbp.binary.binary_sign")
+    _validation.require_supported_backend("keras_linbp.binary.binary_sign")
     _check_rule(rule)
     if rule == "linear":
         return linbp_ops.linear_backprop(linbp_activations.sign)
@@ -92,7 +93,7 @@ class BinarySign(linbp_layers.LinearBackprop):
     def __init__(self, rule="linear", **kwargs):
         kwargs.pop("activation", None)
         kwargs.pop("slope", None)
-        _validation.require_tensorflow_backend(type(self).__name__)
+        _validation.require_supported_backend(type(self).__name__)
         rule = _check_rule(rule)
         super().__init__("sign", **kwargs)
         self.rule = rule
@@ -149,7 +150,7 @@ def _check_rule(rule):
 
 def _check_binary_arguments(what, rule, binarize_inputs):
     # Before the Keras base class runs: a bad argument or backend fails first.
-    _validation.require_tensorflow_backend(what)
+    _validation.require_supported_backend(what)
     _check_rule(rule)
     _validation.check_bool("binarize_inputs", binarize_inputs)
 

@@ -25,6 +25,7 @@ normalized networks" section); `"rms"` is the package's choice.
 import keras
 import numpy as np
 
+from keras_linbp import _backend
 from keras_linbp import sites as linbp_sites
 
 __all__ = ["calibrate_slopes", "STATISTICS"]
@@ -37,17 +38,6 @@ def _probe_inputs(x, max_samples):
         return t if t is None else t[:max_samples]
 
     return keras.tree.map_structure(cut, x)
-
-
-def _local_derivative(fn, a, args, kwargs):
-    import tensorflow as tf
-
-    a = tf.convert_to_tensor(a)
-    with tf.GradientTape() as tape:
-        tape.watch(a)
-        y = fn(a, *args, **kwargs)
-    d = tape.gradient(y, a)
-    return np.zeros(a.shape, np.float64) if d is None else d.numpy().astype(np.float64)
 
 
 def calibrate_slopes(
@@ -102,7 +92,7 @@ def calibrate_slopes(
 
         return fn
 
-    saved = [v.numpy() for v in model.non_trainable_variables]
+    saved = [keras.ops.convert_to_numpy(v.value) for v in model.non_trainable_variables]
     try:
         with linbp_sites.swap_sites(selected, record):
             model(x, training=True)
@@ -115,7 +105,7 @@ def calibrate_slopes(
         if not calls:
             continue
         derivatives = np.concatenate(
-            [_local_derivative(fn, a, args, kwargs).ravel() for fn, a, args, kwargs in calls]
+            [_backend.elementwise_derivative(fn, a, args, kwargs).ravel() for fn, a, args, kwargs in calls]
         )
         if statistic == "rms":
             value = float(np.sqrt(np.mean(derivatives**2)))

@@ -89,7 +89,8 @@ class LinearBackprop(keras.layers.Layer):
         ValueError: for an unknown activation name or a NaN / infinite
             slope.
         TypeError: for a slope that is not a real number.
-        NotImplementedError: on a Keras backend other than TensorFlow.
+        NotImplementedError: on a Keras backend other than TensorFlow,
+            JAX or PyTorch.
 
     Example:
 
@@ -98,7 +99,7 @@ class LinearBackprop(keras.layers.Layer):
     """
 
     def __init__(self, activation, slope=1.0, **kwargs):
-        _validation.require_tensorflow_backend(type(self).__name__)
+        _validation.require_supported_backend(type(self).__name__)
         slope = _validation.check_slope(slope)
         super().__init__(**kwargs)
         self.activation = _deserialize_activation(activation)

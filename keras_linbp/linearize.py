@@ -15,9 +15,9 @@ training step is `with linearize(self): return super().train_step(data)`.
 """
 
 import contextlib
-import math
 import warnings
 
+from keras_linbp import _validation
 from keras_linbp import ops
 from keras_linbp import sites as linbp_sites
 
@@ -27,69 +27,9 @@ _UNSET = object()
 _warned = set()
 
 
-def _check_slope_value(value, name="slope"):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise TypeError(f"`{name}` must be a number, got {type(value).__name__}: {value!r}.")
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"`{name}` must be a number, got {value!r}.") from None
-    if not math.isfinite(value):
-        raise ValueError(f"`{name}` must be finite, got {value!r}.")
-    return value
-
-
-def check_slope(slope):
+def _check_slope(slope):
     """A number, `"auto"`, or a dict `{site path: number}`."""
-    if isinstance(slope, str):
-        if slope != "auto":
-            raise ValueError(
-                f"`slope` must be a number, \"auto\" or a dict {{site path: "
-                f"number}}; got the string {slope!r}."
-            )
-        return slope
-    if isinstance(slope, dict):
-        checked = {}
-        for path, value in slope.items():
-            if not isinstance(path, str):
-                raise TypeError(f"`slope` dict keys must be site paths (str); got {path!r}.")
-            checked[path] = _check_slope_value(value, f"slope[{path!r}]")
-        return checked
-    return _check_slope_value(slope)
-
-
-def check_from_depth(from_depth):
-    if from_depth is None:
-        return None
-    if isinstance(from_depth, bool) or not isinstance(from_depth, int):
-        if not (hasattr(from_depth, "__index__") and not isinstance(from_depth, bool)):
-            raise TypeError(
-                f"`from_depth` must be None or an integer >= 1, got "
-                f"{type(from_depth).__name__}: {from_depth!r}."
-            )
-    from_depth = int(from_depth.__index__())
-    if from_depth < 1:
-        raise ValueError(f"`from_depth` counts from 1; got {from_depth}.")
-    return from_depth
-
-
-def check_sites(sites):
-    import re
-
-    if sites is None or callable(sites):
-        return sites
-    if isinstance(sites, str):
-        try:
-            re.compile(sites)
-        except re.error as error:
-            raise ValueError(f"`sites` is not a valid regular expression ({error}): {sites!r}.") from None
-        return sites
-    if isinstance(sites, (list, tuple)) and all(isinstance(s, str) for s in sites):
-        return tuple(sites)
-    raise TypeError(
-        "`sites` must be None, a regex string, a list of site paths or layer "
-        f"names, or a callable `site -> bool`; got {type(sites).__name__}: {sites!r}."
-    )
+    return _validation.check_slope(slope, allow_auto=True, allow_dict=True)
 
 
 class LinearizeOptions:
@@ -103,11 +43,11 @@ class LinearizeOptions:
         include_output=False,
         include_softmax=False,
     ):
-        self.slope = check_slope(slope)
-        self.sites = check_sites(sites)
-        self.from_depth = check_from_depth(from_depth)
-        self.include_output = _check_bool("include_output", include_output)
-        self.include_softmax = _check_bool("include_softmax", include_softmax)
+        self.slope = _check_slope(slope)
+        self.sites = _validation.check_sites(sites)
+        self.from_depth = _validation.check_from_depth(from_depth)
+        self.include_output = _validation.check_bool("include_output", include_output)
+        self.include_softmax = _validation.check_bool("include_softmax", include_softmax)
 
     def selection_kwargs(self):
         return dict(
@@ -118,13 +58,7 @@ class LinearizeOptions:
         )
 
 
-def _check_bool(name, value):
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
-    return value
-
-
-def site_slopes(selected, slope, calibrated=None):
+def _site_slopes(selected, slope, calibrated=None):
     """`{site path: slope}` for the selected sites.
 
     A number applies to every site; a dict gives per-site slopes (sites it
@@ -148,7 +82,7 @@ def _warn_once(model, key, message):
 
 
 @contextlib.contextmanager
-def linear_rule(model, selected, slopes):
+def _linear_rule(model, selected, slopes):
     """Swaps `selected` sites of `model` to the linear rule with `slopes`."""
 
     def make(site, original):
@@ -158,7 +92,7 @@ def linear_rule(model, selected, slopes):
         yield
 
 
-def resolve(model, slope, sites, from_depth, include_output, include_softmax):
+def _resolve(model, slope, sites, from_depth, include_output, include_softmax):
     """Options given explicitly win; the rest come from a
     `LinearBackpropModel`'s own options, else the defaults."""
     own = getattr(model, "linearize_options", None)
@@ -228,7 +162,7 @@ def linearize(
         ValueError / TypeError: for an invalid option, naming it; a `sites`
             list naming a layer with no activation site.
     """
-    options = resolve(model, slope, sites, from_depth, include_output, include_softmax)
+    options = _resolve(model, slope, sites, from_depth, include_output, include_softmax)
     all_sites = linbp_sites.find_activation_sites(model, inputs=inputs)
     rows = linbp_sites.explain_selection(all_sites, **options.selection_kwargs())
     selected = [site for site, chosen, _ in rows if chosen]
@@ -249,8 +183,8 @@ def linearize(
                 "`keras_linbp.calibrate_slopes(model, x)` and pass the dict "
                 "as `slope=`."
             )
-        slopes = site_slopes(selected, "auto", calibrated)
+        slopes = _site_slopes(selected, "auto", calibrated)
     else:
-        slopes = site_slopes(selected, options.slope)
-    with linear_rule(model, selected, slopes):
+        slopes = _site_slopes(selected, options.slope)
+    with _linear_rule(model, selected, slopes):
         yield list(selected)

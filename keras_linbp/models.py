@@ -25,7 +25,6 @@ from keras_linbp import _validation
 from keras_linbp import sites as linbp_sites
 from keras_linbp.calibration import calibrate_slopes
 from keras_linbp.linearize import LinearizeOptions
-from keras_linbp.linearize import check_slope
 from keras_linbp.linearize import linearize
 
 BACKPROP_MODES = ("linear", "exact")
@@ -70,12 +69,12 @@ def _first_inputs(x, max_samples):
     """The model inputs of the first batch of `fit`'s `x`, or None when
     reading them would consume training data (a generator)."""
     import inspect
-
-    import tensorflow as tf
+    import sys
 
     if x is None:
         return None
-    if isinstance(x, tf.data.Dataset):
+    tf = sys.modules.get("tensorflow")  # a tf.data.Dataset needs it imported
+    if tf is not None and isinstance(x, tf.data.Dataset):
         for element in x.take(1):
             inputs, _, _ = keras.utils.unpack_x_y_sample_weight(element)
             return inputs
@@ -197,7 +196,7 @@ class LinearBackpropModel(keras.Model):
         calibrated_slopes=None,
         **kwargs,
     ):
-        _validation.require_tensorflow_backend(
+        _validation.require_supported_backend(
             "LinearBackpropModel"
             if type(self).__name__ == "FunctionalLinearBackpropModel"
             else type(self).__name__
@@ -229,7 +228,7 @@ class LinearBackpropModel(keras.Model):
         self._include_softmax = options.include_softmax
         self._recalibrate = _check_recalibrate(recalibrate)
         self.calibrated_slopes = (
-            None if calibrated_slopes is None else dict(check_slope(dict(calibrated_slopes)))
+            None if not calibrated_slopes else _validation.check_slope(dict(calibrated_slopes), allow_dict=True)
         )
         if self.built and self._sites_option is not None:
             # Report a misnamed site now rather than at the first step.
@@ -296,7 +295,7 @@ class LinearBackpropModel(keras.Model):
 
     @slope.setter
     def slope(self, value):
-        value = check_slope(value)
+        value = _validation.check_slope(value, allow_auto=True, allow_dict=True)
         if value != self._slope:
             self._slope = value
             self._retrace_train_function()
@@ -504,6 +503,16 @@ class LinearBackpropModel(keras.Model):
                 print_fn(f"  {op_name} ({op_type})")
 
     # --- training ------------------------------------------------------------
+
+    def make_train_function(self, force=False):
+        # Observe the sites now, outside the traced step: JAX's trainer
+        # keeps variable values only inside its stateless step.
+        if self._backprop == "linear" and self.built:
+            try:
+                linbp_sites.find_activation_sites(self)
+            except ValueError:
+                pass  # no input shapes known yet: observed at the first step
+        return super().make_train_function(force)
 
     def train_step(self, *args, **kwargs):
         # Keras's own train_step, traced with the selected sites swapped to

@@ -1,4 +1,4 @@
-"""Backward rules as `tf.custom_gradient` wrappers around a forward function.
+"""Backward rules: a forward function with a custom gradient w.r.t. its input.
 
 - `linear_backprop(activation, slope=1.0)`: forward `f(a)`, backward
   `g <- slope * g` (the activation derivative is never computed).
@@ -12,16 +12,18 @@ module; `keras_linbp.linear_backprop("tanh")` and
 `keras_linbp.straight_through("sign")` (defined in
 `keras_linbp.activations`) resolve table names and then call these.
 
-Both work in eager mode, inside `tf.function` and under XLA
-(`jit_compile=True`), keep the dtype of their input (float16, bfloat16,
-float32, float64) and reject integer or bool input with a `TypeError`.
-The linear rule's backward closure references no forward tensor, so the
-activation's input is not kept alive for the backward pass.
+Both work on every Keras backend (TensorFlow: eager, `tf.function`, XLA;
+JAX: eager and `jax.jit`; PyTorch: eager and `torch.compile`) through the
+one primitive of `keras_linbp._backend`, keep the dtype of their input
+(float16, bfloat16, float32, float64) and reject integer or bool input
+with a `TypeError`. The linear rule keeps no forward tensor for the
+backward pass, so the activation's input is not kept alive; the
+straight-through rule keeps a boolean mask.
 """
 
 import keras
-import tensorflow as tf
 
+from keras_linbp import _backend
 from keras_linbp import _validation
 
 __all__ = ["check_floating", "linear_backprop", "straight_through"]
@@ -52,7 +54,7 @@ def _name_of(fn):
 def check_floating(x, what="linear backprop"):
     """Converts `x` to a tensor and raises `TypeError` unless it is floating."""
     if keras.backend.is_keras_tensor(x):
-        # A functional-model placeholder: `tf.custom_gradient` needs real
+        # A functional-model placeholder: a custom gradient needs real
         # tensors, which only exist once a layer calls the function.
         raise TypeError(
             f"{what} got a symbolic `keras.Input`-style tensor. Use it as a "
@@ -60,49 +62,24 @@ def check_floating(x, what="linear backprop"):
             "`keras.layers.Activation(fn)`) or use the layer "
             "`keras_linbp.layers.LinearBackprop(activation)`."
         )
-    x = tf.convert_to_tensor(x)
-    if not x.dtype.is_floating:
+    if isinstance(x, keras.Variable):
+        # Read the variable here, outside the rule's forward: a variable
+        # read inside it would count as a parameter of the activation.
+        x = x.value
+    x = keras.ops.convert_to_tensor(x)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if isinstance(x, tf.Variable):
+            x = tf.convert_to_tensor(x)
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if not dtype.startswith(("float", "bfloat")):
         raise TypeError(
             f"{what} needs a floating-point input (float16, bfloat16, "
-            f"float32 or float64); got dtype {x.dtype.name}. Cast the input, "
+            f"float32 or float64); got dtype {dtype}. Cast the input, "
             "e.g. `keras.ops.cast(x, 'float32')`."
         )
     return x
-
-
-def _apply_with_input_gradient(forward, x, args, kwargs, make_input_gradient):
-    """`forward(x, *args, **kwargs)` with a custom gradient w.r.t. `x`.
-
-    `make_input_gradient(a)` returns `grad(upstream)`, the gradient w.r.t.
-    the activation input `a`. Variables the forward function reads (a
-    callable with its own parameters, e.g. a learned slope) keep their
-    ordinary gradient: the rule replaces only the derivative w.r.t. `a`.
-
-    The result is a new tensor, so the `_keras_logits` that Keras attaches
-    to sigmoid / softmax outputs is not carried over -- on purpose: a loss
-    computed from those logits would bypass this gradient.
-    """
-
-    @tf.custom_gradient
-    def _apply(a):
-        with tf.GradientTape(watch_accessed_variables=True) as variable_tape:
-            y = forward(a, *args, **kwargs)
-        input_gradient = make_input_gradient(a)
-        if not variable_tape.watched_variables():
-            # The common case. Neither `y` nor the tape is captured, and the
-            # linear rule's closure does not hold `a` either: no forward
-            # tensor is kept alive for the backward pass.
-            return y, input_gradient
-
-        def grad_with_variables(upstream, variables=None):
-            variable_grads = variable_tape.gradient(
-                y, variables, output_gradients=upstream
-            )
-            return input_gradient(upstream), variable_grads
-
-        return y, grad_with_variables
-
-    return _apply(x)
 
 
 def linear_backprop(activation, slope=1.0):
@@ -128,7 +105,8 @@ def linear_backprop(activation, slope=1.0):
         TypeError: if `activation` is not callable or `slope` is not a
             real number.
         ValueError: if `slope` is NaN or infinite.
-        NotImplementedError: on a Keras backend other than TensorFlow.
+        NotImplementedError: on a Keras backend other than TensorFlow,
+            JAX or PyTorch.
 
     Example:
 
@@ -140,22 +118,14 @@ def linear_backprop(activation, slope=1.0):
     >>> tape.gradient(y, x).numpy()
     array([1., 1., 1.], dtype=float32)
     """
-    _validation.require_tensorflow_backend("keras_linbp.linear_backprop")
+    _validation.require_supported_backend("keras_linbp.ops.linear_backprop")
     forward = _check_activation(activation, "linear_backprop")
     slope = _validation.check_slope(slope)
+    rule = _backend.LinearRule(slope)
 
     def linear_backprop_fn(x, *args, **kwargs):
         x = check_floating(x, f"linear_backprop({_name_of(forward)})")
-        return _apply_with_input_gradient(forward, x, args, kwargs, make_input_gradient)
-
-    def make_input_gradient(a):
-        # `g <- slope * g`: `a` is not needed.
-        def grad(upstream):
-            if slope == 1.0:
-                return upstream
-            return upstream * tf.cast(slope, upstream.dtype)
-
-        return grad
+        return _backend.apply_rule(forward, x, args, kwargs, rule)
 
     linear_backprop_fn.__name__ = f"linear_backprop_{_name_of(forward)}"
     linear_backprop_fn.forward = forward
@@ -186,7 +156,8 @@ def straight_through(activation, clip=1.0):
         TypeError: if `activation` is not callable or `clip` is not a
             number or None.
         ValueError: if `clip` is not positive and finite.
-        NotImplementedError: on a Keras backend other than TensorFlow.
+        NotImplementedError: on a Keras backend other than TensorFlow,
+            JAX or PyTorch.
 
     Example:
 
@@ -199,23 +170,14 @@ def straight_through(activation, clip=1.0):
     (array([-1., -1.,  1.,  1.,  1.], dtype=float32),
      array([0., 1., 1., 1., 0.], dtype=float32))
     """
-    _validation.require_tensorflow_backend("keras_linbp.straight_through")
+    _validation.require_supported_backend("keras_linbp.ops.straight_through")
     forward = _check_activation(activation, "straight_through")
     clip = _validation.check_clip(clip)
+    rule = _backend.StraightThroughRule(clip)
 
     def straight_through_fn(x, *args, **kwargs):
         x = check_floating(x, f"straight_through({_name_of(forward)})")
-        return _apply_with_input_gradient(forward, x, args, kwargs, make_input_gradient)
-
-    def make_input_gradient(a):
-        def grad(upstream):
-            if clip is None:
-                return upstream
-            # Computed here, not in the forward pass: inference never pays.
-            passes = tf.abs(a) <= tf.cast(clip, a.dtype)
-            return tf.where(passes, upstream, tf.zeros_like(upstream))
-
-        return grad
+        return _backend.apply_rule(forward, x, args, kwargs, rule)
 
     straight_through_fn.__name__ = f"straight_through_{_name_of(forward)}"
     straight_through_fn.forward = forward

@@ -1,4 +1,11 @@
-"""Shared test set-up: quiet TF, two logical CPU devices, fresh seeds."""
+"""Shared test set-up: quiet TF, fresh seeds, one Keras backend per run.
+
+The backend comes from KERAS_BACKEND (default tensorflow). On TensorFlow
+every test runs; on JAX and PyTorch only the tests marked `all_backends`
+(the numeric contract, `tests/test_backends.py`) are collected, the others
+being TensorFlow-specific (tf.GradientTape references, tf.distribute, the
+TensorBoard callbacks' TF path).
+"""
 
 import os
 
@@ -7,14 +14,44 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-# Two logical CPU devices for MirroredStrategy tests; must happen before TF
-# initialises its devices, i.e. before any test runs an op.
-_cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
-)
+BACKEND = keras.backend.backend()
+
+if BACKEND == "tensorflow":
+    import tensorflow as tf
+
+    # Two logical CPU devices for MirroredStrategy tests; must happen before
+    # TF initialises its devices, i.e. before any test runs an op.
+    _cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "all_backends: runs on every Keras backend (TensorFlow, JAX, PyTorch)"
+    )
+
+
+def pytest_ignore_collect(collection_path, config):
+    # Other backends: do not even import the TensorFlow-only test modules.
+    if BACKEND == "tensorflow" or collection_path.suffix != ".py":
+        return None
+    if collection_path.name.startswith("test_"):
+        text = collection_path.read_text(encoding="utf-8")
+        return "pytest.mark.all_backends" not in text
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    if BACKEND == "tensorflow":
+        return
+    selected = [item for item in items if item.get_closest_marker("all_backends")]
+    deselected = [item for item in items if not item.get_closest_marker("all_backends")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ QUICKSTART_COMMAND = (
 )
 TEST_COMMAND = (
     'python3 -m venv .venv && .venv/bin/pip install -e ".[test]" '
-    "&& .venv/bin/python -m pytest -n 2 -q tests"
+    "&& .venv/bin/python tests/all_backends.py"
 )
 
 # A template token left unfilled: `QUICKSTART_TABLE` alone on a line (bare,

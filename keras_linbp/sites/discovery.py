@@ -239,14 +239,13 @@ def walk(model):
 # --- observation ------------------------------------------------------------
 
 
-def _input_specs(model, inputs):
-    """A nested structure of `tf.TensorSpec` to trace `model` with."""
-    import tensorflow as tf
+def _symbolic_inputs(model, inputs):
+    """A nested structure of `keras.KerasTensor` (batch dimension None) to
+    observe `model` with."""
 
     def spec_of(t):
-        shape = tuple(t.shape)
-        dtype = getattr(t, "dtype", None) or model.input_dtype
-        return tf.TensorSpec((None,) + tuple(shape[1:]), tf.as_dtype(keras.backend.standardize_dtype(dtype)))
+        dtype = keras.backend.standardize_dtype(getattr(t, "dtype", None) or model.input_dtype)
+        return keras.KerasTensor((None,) + tuple(t.shape)[1:], dtype=dtype)
 
     if inputs is not None:
         return keras.tree.map_structure(spec_of, inputs)
@@ -258,36 +257,53 @@ def _input_specs(model, inputs):
         (shape,) = shapes.values()
 
         def make(s):
-            return tf.TensorSpec((None,) + tuple(s)[1:], model.input_dtype)
+            return keras.KerasTensor((None,) + tuple(s)[1:], dtype=model.input_dtype)
 
         return keras.tree.map_shape_structure(make, shape)
     raise ValueError(
-        f"Cannot find the activation sites of {model.name!r}: it is not "
-        "built (or was built with several input arguments), so its forward "
-        "pass cannot be observed. Build it first (call it on a batch, give "
-        "it an `Input`, or `model.build(input_shape)`)."
+        f"Cannot find the activation sites of {model.name!r}: it was built "
+        f"with {len(shapes)} input arguments ({list(shapes)}), so its "
+        "forward pass cannot be observed. Pass example inputs (`inputs=`)."
     )
 
 
-def _observe(model, inputs=None):
-    """Traces one forward call of `model`; returns (events, outputs, graph)."""
-    import tensorflow as tf
+def _trace(forward, symbolic):
+    """Runs `forward` once on symbolic stand-ins for `symbolic` without
+    computing anything: a `tf.function` trace on TensorFlow, Keras's own
+    shape inference (`jax.eval_shape`, PyTorch meta tensors) elsewhere."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
 
+        def to_spec(t):
+            return tf.TensorSpec(t.shape, tf.as_dtype(t.dtype))
+
+        specs = keras.tree.map_structure(to_spec, symbolic)
+        tf.function(forward, autograph=False).get_concrete_function(specs)
+    else:
+        with keras.StatelessScope():
+            _compat.symbolic_call(forward, symbolic)
+
+
+def _observe(model, inputs=None):
+    """Observes one forward call of `model`; returns (events, candidates,
+    result) where result holds the outputs and (TF) the traced graph."""
     if not model.built:
         raise ValueError(
             f"Cannot find the activation sites of {model.name!r}: it is not "
             "built. Build it first (call it on a batch, give it an `Input`, "
             "or `model.build(input_shape)`)."
         )
-    specs = _input_specs(model, inputs)
+    symbolic = _symbolic_inputs(model, inputs)
     candidates = _candidates(model)
     events = []
     result = {}
 
     def forward(x):
+        # Shape inference may call this more than once: keep the last call.
+        events.clear()
         outputs = model(x, training=True)
         result["outputs"] = keras.tree.flatten(outputs)
-        result["graph"] = tf.compat.v1.get_default_graph()
+        result["graph"] = dispatch.current_graph()
         return outputs
 
     st = dispatch.state()
@@ -299,7 +315,7 @@ def _observe(model, inputs=None):
             installed.append((layer, attribute))
         st.observers.append(events.append)
         try:
-            tf.function(forward, autograph=False).get_concrete_function(specs)
+            _trace(forward, symbolic)
         finally:
             st.observers.remove(events.append)
     finally:

@@ -1,0 +1,224 @@
+"""The one primitive: `forward(x)` with a custom gradient w.r.t. `x`.
+
+`apply_rule(forward, x, args, kwargs, rule)` returns `forward(x, *args,
+**kwargs)` whose gradient w.r.t. `x` is `rule.input_gradient(g, residual)`,
+keeping for the backward pass only `rule.residual(x)` (nothing for the
+linear rule; a boolean mask for the straight-through estimator). Variables
+the forward function reads (a learned slope, PReLU's alpha) keep their
+ordinary gradient on every backend.
+
+- TensorFlow: `tf.custom_gradient` around the forward, a `GradientTape`
+  inside it for the variables it reads (0.1's path, unchanged).
+- JAX: the forward runs on `stop_gradient(x)` (so parameters read inside it
+  are differentiated by JAX as usual and `x` gets nothing from it), then a
+  `jax.custom_vjp` identity on `(x, y)` gives `x` the rule's gradient and
+  passes `g` to `y`. It keeps `rule.residual(x)` only.
+- PyTorch: the same split with a native `torch.autograd.Function` that
+  saves only the residual (`keras.ops.custom_gradient` would save `x`).
+
+Importing this module imports no backend framework; each backend's code
+is built at first use.
+"""
+
+import functools
+
+import keras
+
+__all__ = ["LinearRule", "StraightThroughRule", "apply_rule", "backend_name"]
+
+
+def backend_name():
+    return keras.backend.backend()
+
+
+class LinearRule:
+    """`g <- slope * g`; keeps nothing."""
+
+    def __init__(self, slope=1.0):
+        self.slope = float(slope)
+
+    def residual(self, x):
+        return None
+
+    def input_gradient(self, upstream, residual):
+        if self.slope == 1.0:
+            return upstream
+        return upstream * keras.ops.cast(self.slope, upstream.dtype)
+
+
+class StraightThroughRule:
+    """`g <- g * 1[|x| <= clip]` (`clip=None`: `g <- g`); keeps a mask."""
+
+    def __init__(self, clip=1.0):
+        self.clip = None if clip is None else float(clip)
+
+    def residual(self, x):
+        if self.clip is None:
+            return None
+        return keras.ops.less_equal(keras.ops.abs(x), keras.ops.cast(self.clip, x.dtype))
+
+    def input_gradient(self, upstream, residual):
+        if residual is None:
+            return upstream
+        return keras.ops.where(residual, upstream, keras.ops.zeros_like(upstream))
+
+
+def apply_rule(forward, x, args, kwargs, rule):
+    """`forward(x, *args, **kwargs)` with `rule`'s gradient w.r.t. `x`."""
+    name = backend_name()
+    if name == "tensorflow":
+        return _tensorflow(forward, x, args, kwargs, rule)
+    if name == "jax":
+        return _jax(forward, x, args, kwargs, rule)
+    if name == "torch":
+        return _torch(forward, x, args, kwargs, rule)
+    raise NotImplementedError(
+        f"keras_linbp supports the tensorflow, jax and torch Keras backends; "
+        f"KERAS_BACKEND is {name!r}."
+    )
+
+
+# --- TensorFlow ---------------------------------------------------------------
+
+
+def _tensorflow(forward, x, args, kwargs, rule):
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def _apply(a):
+        with tf.GradientTape(watch_accessed_variables=True) as variable_tape:
+            y = forward(a, *args, **kwargs)
+        residual = rule.residual(a)
+
+        def input_gradient(upstream):
+            return rule.input_gradient(upstream, residual)
+
+        if not variable_tape.watched_variables():
+            # The common case. Neither `y` nor the tape is captured, and the
+            # linear rule's closure does not hold `a` either: no forward
+            # tensor is kept alive for the backward pass.
+            return y, input_gradient
+
+        def grad_with_variables(upstream, variables=None):
+            variable_grads = variable_tape.gradient(y, variables, output_gradients=upstream)
+            return input_gradient(upstream), variable_grads
+
+        return y, grad_with_variables
+
+    return _apply(x)
+
+
+# --- JAX --------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_rule_function(rule_key):
+    import jax
+
+    rule = _RULES[rule_key]
+
+    @jax.custom_vjp
+    def identity(x, y):
+        return y
+
+    def fwd(x, y):
+        return y, rule.residual(x)
+
+    def bwd(residual, upstream):
+        return rule.input_gradient(upstream, residual), upstream
+
+    identity.defvjp(fwd, bwd)
+    return identity
+
+
+_RULES = {}
+
+
+def _rule_key(rule):
+    key = (type(rule).__name__, getattr(rule, "slope", None), getattr(rule, "clip", None))
+    _RULES.setdefault(key, rule)
+    return key
+
+
+def _jax(forward, x, args, kwargs, rule):
+    import jax
+
+    y = forward(jax.lax.stop_gradient(x), *args, **kwargs)
+    return _jax_rule_function(_rule_key(rule))(x, y)
+
+
+# --- PyTorch ------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _torch_function():
+    import torch
+
+    class RuleFunction(torch.autograd.Function):
+        """Identity on `y`; `x` gets the rule's gradient, `y` gets `g`."""
+
+        @staticmethod
+        def forward(ctx, x, y, rule, residual):
+            ctx.rule = rule
+            ctx.y_needs_grad = y.requires_grad
+            if residual is not None:
+                ctx.save_for_backward(residual)
+            ctx.has_residual = residual is not None
+            return y.view_as(y)
+
+        @staticmethod
+        def backward(ctx, upstream):
+            residual = ctx.saved_tensors[0] if ctx.has_residual else None
+            grad_x = ctx.rule.input_gradient(upstream, residual)
+            grad_y = upstream if ctx.y_needs_grad else None
+            return grad_x, grad_y, None, None
+
+    return RuleFunction
+
+
+def _torch(forward, x, args, kwargs, rule):
+    # The forward sees a detached `x`: parameters it reads build their own
+    # graph (and get their ordinary gradient through `y`); with none, no
+    # graph is built and nothing is saved.
+    y = forward(x.detach(), *args, **kwargs)
+    residual = rule.residual(x.detach())
+    return _torch_function().apply(x, y, rule, residual)
+
+
+# --- local derivatives (calibration, inspection) --------------------------------
+
+
+def elementwise_derivative(fn, a, args=(), kwargs=None):
+    """`d/da sum(fn(a, *args, **kwargs))` as a numpy array: `f'(a)` per
+    element for an elementwise `fn` (exact autodiff of the plain function)."""
+    import numpy as np
+
+    kwargs = kwargs or {}
+    name = backend_name()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        a = tf.convert_to_tensor(a)
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            y = fn(a, *args, **kwargs)
+        d = tape.gradient(y, a)
+    elif name == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        a = jnp.asarray(a)
+        y, vjp = jax.vjp(lambda t: fn(t, *args, **kwargs), a)
+        (d,) = vjp(jnp.ones_like(y))
+    elif name == "torch":
+        import torch
+
+        a = a.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            y = fn(a, *args, **kwargs)
+            (d,) = torch.autograd.grad(y, a, torch.ones_like(y), allow_unused=True)
+    else:  # pragma: no cover
+        raise NotImplementedError(name)
+    if d is None:
+        return np.zeros(tuple(a.shape), np.float64)
+    return np.asarray(keras.ops.convert_to_numpy(d), np.float64)

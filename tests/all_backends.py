@@ -1,0 +1,60 @@
+"""Runs the test suite once per Keras backend: TensorFlow (every test), then
+JAX and PyTorch (the tests marked `all_backends`).
+
+    python tests/all_backends.py [pytest arguments]
+
+Each backend runs in its own process (Keras picks its backend at import).
+A backend whose framework is not installed is skipped with a message. The
+last line is the total over backends, `N passed, N failed`; the exit status
+is non-zero if any run failed.
+"""
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main(argv):
+    pytest_args = argv or ["-n", "2", "-q"]
+    totals = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
+    status = 0
+    for backend, module in BACKENDS.items():
+        if importlib.util.find_spec(module) is None:
+            print(f"== {backend}: not installed, skipped", flush=True)
+            continue
+        print(f"== KERAS_BACKEND={backend}", flush=True)
+        env = dict(os.environ, KERAS_BACKEND=backend)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", *pytest_args, HERE],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        lines = [
+            line
+            for line in run.stdout.splitlines()
+            if not re.match(r"^[IWE]\d{4} |^WARNING: All log messages before absl", line)
+        ]
+        print("\n".join(lines), flush=True)
+        summary = lines[-1] if lines else ""
+        for key in totals:
+            found = re.search(rf"(\d+) {key[:-1] if key == 'errors' else key}", summary)
+            if found:
+                totals[key] += int(found.group(1))
+        if run.returncode not in (0,):
+            status = 1
+            if not re.search(r"\d+ failed", summary):
+                totals["failed"] += 1  # a crash or collection error
+    print(f"{totals['passed']} passed, {totals['failed'] + totals['errors']} failed, {totals['skipped']} skipped")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
