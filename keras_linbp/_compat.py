@@ -30,6 +30,7 @@ __all__ = [
     "running_fit_locals",
     "running_fit_frame",
     "fit_training_data",
+    "fit_training_batch",
     "check",
 ]
 
@@ -235,6 +236,11 @@ def _check_callback_internals():
         )
         if not callable(getattr(iterator.data_adapter, "get_tf_dataset", None)):
             problems.append("EpochIterator.data_adapter.get_tf_dataset (the callbacks' probe data)")
+        if not callable(getattr(iterator.data_adapter, "get_numpy_iterator", None)):
+            problems.append(
+                "EpochIterator.data_adapter.get_numpy_iterator (the callbacks' probe "
+                "data on JAX and PyTorch)"
+            )
     except (AttributeError, TypeError) as error:
         problems.append(f"keras.src.trainers.epoch_iterator.EpochIterator ({error})")
     try:
@@ -245,3 +251,20 @@ def _check_callback_internals():
         if not hasattr(generator_data_adapter, "GeneratorDataAdapter"):
             problems.append("GeneratorDataAdapter (a generator as fit's data)")
     return problems
+
+
+def fit_training_batch(fit_locals):
+    """The first training batch of a running `fit` (given its locals), read
+    from a fresh pass of its own data adapter as numpy, for the JAX and
+    PyTorch backends (no TensorFlow pipeline is built): a
+    `keras.utils.PyDataset` as itself, None for a Python generator (reading
+    it would take batches from training)."""
+    adapter = fit_locals["epoch_iterator"].data_adapter
+    if type(adapter).__name__ == "GeneratorDataAdapter":
+        return None
+    py_dataset = getattr(adapter, "py_dataset", None)
+    if py_dataset is not None:
+        return py_dataset
+    for batch in adapter.get_numpy_iterator():
+        return batch
+    return None

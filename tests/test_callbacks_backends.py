@@ -1,5 +1,6 @@
-"""The callbacks on every Keras backend: `BackpropSchedule` works, the
-TensorBoard callbacks say they need TensorFlow."""
+"""The callbacks on every Keras backend: `BackpropSchedule` works and imports
+no TensorFlow; the TensorBoard callbacks are made (their numbers are checked
+in `test_callbacks_all_backends.py`)."""
 
 import sys
 
@@ -12,16 +13,13 @@ pytestmark = pytest.mark.all_backends
 BACKEND = keras.backend.backend()
 
 
-def test_tensorboard_callbacks_need_the_tensorflow_backend(tmp_path):
+def test_tensorboard_callbacks_are_made_on_every_backend(tmp_path):
     from keras_linbp.callbacks import GradientFlow
     from keras_linbp.callbacks import SaturationHistograms
 
     for callback in (SaturationHistograms, GradientFlow):
-        if BACKEND == "tensorflow":
-            callback(str(tmp_path))
-        else:
-            with pytest.raises(NotImplementedError, match=f"{callback.__name__}.*'{BACKEND}'"):
-                callback(str(tmp_path))
+        made = callback(str(tmp_path))
+        assert made.log_dir == str(tmp_path)
 
 
 def test_backprop_schedule_imports_no_tensorflow_off_tensorflow():

@@ -5,25 +5,31 @@ the end of a `fit` however it ends.
 
 Each probe runs on a fixed probe batch, outside the training step, with
 the model's activation sites swapped (`keras_linbp.sites.swap_sites`) for
-wrappers that record their input `a`; the statistics and the `tf.summary`
-writes happen inside one traced function, so nothing but a few small arrays
-(for the image summary) leaves the device. How many passes a probe runs is
-the subclass's: `SaturationHistograms` one inference forward,
-`GradientFlow` two forward and backward passes.
+wrappers that record their input `a`. On TensorFlow the statistics and the
+`tf.summary` writes happen inside one traced function, so nothing but a few
+small arrays (for the image summary) leaves the device; on JAX and PyTorch
+the passes run eagerly (`_eager`), the statistics are computed in numpy and
+TensorFlow only writes the summaries, as `keras.callbacks.TensorBoard` does
+there. How many passes a probe runs is the subclass's:
+`SaturationHistograms` one inference forward, `GradientFlow` two forward
+and backward passes.
 """
 
 import threading
 import warnings
 
 import keras
-import tensorflow as tf
 
 from keras_linbp.callbacks import _arguments
 from keras_linbp.callbacks import _fit_watch
 from keras_linbp.callbacks import _log_dir
 from keras_linbp.callbacks import _probe_data
 from keras_linbp.callbacks import _sites
+from keras_linbp.callbacks import _tensorflow
 from keras_linbp.callbacks import tags
+from keras_linbp.callbacks._tensorflow import tf
+
+_BACKENDS = ("tensorflow", "jax", "torch")
 
 
 class ProbeCallback(keras.callbacks.Callback):
@@ -45,13 +51,17 @@ class ProbeCallback(keras.callbacks.Callback):
                  max_samples=_probe_data.DEFAULT_MAX_SAMPLES, batch_freq=None):
         super().__init__()
         backend = keras.backend.backend()
-        if backend != "tensorflow":
+        if backend not in _BACKENDS:
             raise NotImplementedError(
-                f"{type(self).__name__} runs its probe as a tf.function and writes "
-                "tf.summary events: it needs Keras's TensorFlow backend; Keras is "
-                f"running on the {backend!r} backend. (BackpropSchedule works on "
-                "every backend.)"
+                f"{type(self).__name__} computes gradients and statistics on the "
+                f"TensorFlow, JAX or PyTorch Keras backend; Keras is running on the "
+                f"{backend!r} backend. (BackpropSchedule works on every backend.)"
             )
+        # tf.summary writes the events on every backend, as for
+        # keras.callbacks.TensorBoard: an ImportError now, saying what to
+        # install, rather than at the start of training.
+        _tensorflow.require(type(self).__name__)
+        self._eager = backend != "tensorflow"
         self.log_dir = _log_dir.check_log_dir(log_dir)
         _probe_data.check_data(data)
         self.data = data
@@ -205,7 +215,7 @@ class ProbeCallback(keras.callbacks.Callback):
         return recorder.skipped if recorder is not None else []
 
     def _run(self, step):
-        self._probe(tf.constant(step, tf.int64))
+        self._probe(int(step) if self._eager else tf.constant(step, tf.int64))
         skipped = self._skipped_sites()
         if skipped and not self._warned_skipped:
             self._warned_skipped = True

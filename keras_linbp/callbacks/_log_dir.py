@@ -4,7 +4,7 @@ type) and before training starts (that it can be written)."""
 import os
 import tempfile
 
-import tensorflow as tf
+from keras_linbp.callbacks._tensorflow import tf
 
 _REMOTE = ("gs://", "s3://", "hdfs://")
 

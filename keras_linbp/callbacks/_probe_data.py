@@ -2,8 +2,8 @@
 
 `data=` is read as follows (the rule the callbacks document):
 
-- a `tf.data.Dataset` (batched, as for `fit`) or a `keras.utils.PyDataset`:
-  its first batch, read as `fit` reads one (`x`, `(x, y)` or
+- a `tf.data.Dataset` (batched, as for `fit`), a `keras.utils.PyDataset`
+  or a `torch.utils.data.DataLoader`: its first batch, read as `fit` reads one (`x`, `(x, y)` or
   `(x, y, sample_weight)`);
 - a list or tuple with one array per model input, for a model with more
   than one input (each array of the input's rank): `x` alone;
@@ -16,18 +16,41 @@ validation batch, else its first training batch).
 
 import collections.abc
 import inspect
+import sys
 
 import keras
-import tensorflow as tf
 
 from keras_linbp import _compat
+from keras_linbp.callbacks._tensorflow import tf
 
 DEFAULT_MAX_SAMPLES = 256
 
 _ALLOWED = (
     "an array, a list or dict of arrays (x), a tuple (x, y[, sample_weight]), "
-    "a batched tf.data.Dataset or a keras.utils.PyDataset"
+    "a batched tf.data.Dataset, a keras.utils.PyDataset or (PyTorch) a "
+    "torch.utils.data.DataLoader"
 )
+
+
+def is_tf_dataset(data):
+    """Whether `data` is a `tf.data.Dataset` (without importing TensorFlow:
+    if nobody has, it is not one)."""
+    tensorflow = sys.modules.get("tensorflow")
+    return tensorflow is not None and isinstance(data, tensorflow.data.Dataset)
+
+
+def is_torch_data_loader(data):
+    """Whether `data` is a `torch.utils.data.DataLoader` (PyTorch backend)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(data, torch.utils.data.DataLoader)
+
+
+def _is_dataset(data):
+    return (
+        is_tf_dataset(data)
+        or is_torch_data_loader(data)
+        or isinstance(data, keras.utils.PyDataset)
+    )
 
 
 def _is_array(value):
@@ -41,7 +64,7 @@ def check_data(data):
         TypeError: for a generator or iterator (reading a batch would
             consume it) and for anything that is not arrays or a dataset.
     """
-    if data is None or isinstance(data, (tf.data.Dataset, keras.utils.PyDataset)):
+    if data is None or _is_dataset(data):
         return
     if inspect.isgenerator(data):
         raise TypeError(
@@ -61,12 +84,17 @@ def check_data(data):
 
 
 def _first_batch(data):
-    if isinstance(data, tf.data.Dataset):
+    if is_tf_dataset(data):
         for element in data.take(1):
             return element
         raise ValueError("`data` is an empty tf.data.Dataset: there is no probe batch.")
     if isinstance(data, keras.utils.PyDataset):
         return data[0]
+    if is_torch_data_loader(data):
+        # A fresh iterator: the first batch, training is not affected.
+        for batch in data:
+            return batch
+        raise ValueError("`data` is an empty DataLoader: there is no probe batch.")
     return data
 
 
@@ -126,10 +154,18 @@ def _truncate(structure, max_samples):
     return keras.tree.map_structure(cut, structure)
 
 
+def _to_tensor(value):
+    if value is None:
+        return None
+    if keras.backend.backend() == "tensorflow":
+        return tf.convert_to_tensor(value)
+    if "tensorflow" in type(value).__module__:
+        value = value.numpy()  # e.g. a tf.data batch on JAX or PyTorch
+    return keras.ops.convert_to_tensor(value)
+
+
 def _to_tensors(structure):
-    return keras.tree.map_structure(
-        lambda t: None if t is None else tf.convert_to_tensor(t), structure
-    )
+    return keras.tree.map_structure(_to_tensor, structure)
 
 
 def probe_batch(data, model, max_samples, owner, given=True):
@@ -148,7 +184,7 @@ def probe_batch(data, model, max_samples, owner, given=True):
         ValueError: if `data` is one example where the model takes a batch.
     """
     batch = _first_batch(data)
-    if given and not isinstance(data, (tf.data.Dataset, keras.utils.PyDataset)) and (
+    if given and not _is_dataset(data) and (
         _is_x_alone(batch, model)
     ):
         x, y, sample_weight = list(batch), None, None
@@ -181,7 +217,7 @@ def probe_from_fit(model):
         "(e.g. one batch as a tuple (x, y))."
     )
     if validation is not None:
-        if isinstance(validation, (tf.data.Dataset, keras.utils.PyDataset)):
+        if _is_dataset(validation):
             return validation
         if inspect.isgenerator(validation) or hasattr(validation, "__next__"):
             raise ValueError(f"The validation data is an iterator: {one_shot}")
@@ -192,7 +228,12 @@ def probe_from_fit(model):
         )
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(validation)
         return _truncate((x, y, sample_weight), batch_size)
-    training = _compat.fit_training_data(fit_locals)
+    if keras.backend.backend() == "tensorflow":
+        training = _compat.fit_training_data(fit_locals)
+    else:
+        # JAX, PyTorch: the first batch of a fresh pass of fit's own
+        # adapter, as numpy (no TensorFlow pipeline built for it).
+        training = _compat.fit_training_batch(fit_locals)
     if training is None:
         raise ValueError(f"The training data is an iterator: {one_shot}")
     return training

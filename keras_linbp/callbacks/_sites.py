@@ -6,11 +6,10 @@ Uses only the public API of `keras_linbp.sites`: `find_activation_sites`,
 
 import warnings
 
-import tensorflow as tf
-
 from keras_linbp import activations as linbp_activations
 from keras_linbp import layers as linbp_layers
 from keras_linbp import sites as linbp_sites
+from keras_linbp.callbacks._tensorflow import tf
 
 
 def site_key(site):

@@ -3,17 +3,19 @@ under linear backprop, in TensorBoard. Its tags are listed in
 `keras_linbp.callbacks.tags`."""
 
 import keras
-import tensorflow as tf
+import numpy as np
 
 from keras_linbp import _compat
 from keras_linbp import ops as linbp_ops
 from keras_linbp import sites as linbp_sites
 from keras_linbp.callbacks import _arguments
 from keras_linbp.callbacks import _base
+from keras_linbp.callbacks import _eager
 from keras_linbp.callbacks import _probe_data
 from keras_linbp.callbacks import _sites
 from keras_linbp.callbacks import _statistics
 from keras_linbp.callbacks import tags
+from keras_linbp.callbacks._tensorflow import tf
 
 __all__ = ["GradientFlow"]
 
@@ -64,7 +66,8 @@ class GradientFlow(_base.ProbeCallback):
     Every `freq` epochs, on a fixed probe batch `(x, y)` and the model's
     compiled loss (forward with `training=False`), the callback computes
     the loss gradient twice -- two extra forward and backward passes, in
-    one `tf.function` -- with exact backprop (every site differentiates its
+    one `tf.function` on TensorFlow, eager `jax.grad` / `torch.autograd`
+    passes on JAX / PyTorch -- with exact backprop (every site differentiates its
     activation, even sites that train linearly: `LinearBackprop` layers,
     `linbp_*` activations) and with linear backprop, whatever the model
     itself currently trains with. The linear rule converts the sites a
@@ -74,7 +77,8 @@ class GradientFlow(_base.ProbeCallback):
     model, the default selection of `keras_linbp.sites.select_sites` (all
     sites but the output layer's and softmax), slope 1. Sites that fix
     their own rule (`LinearBackprop` layers, binary signs) keep it. The
-    results are written with `tf.summary` to `<log_dir>/train`.
+    results are written with `tf.summary` (on every backend, as
+    `keras.callbacks.TensorBoard` does) to `<log_dir>/train`.
 
     Tags (`keras_linbp.callbacks.tags`), per activation-site layer
     (`<layer>` as in `SaturationHistograms`):
@@ -114,7 +118,10 @@ class GradientFlow(_base.ProbeCallback):
     Raises:
         TypeError, ValueError: for an argument outside what is listed above,
             when the callback is made.
-        NotImplementedError: on a Keras backend other than TensorFlow.
+        ImportError: without TensorFlow, which writes the summaries (on
+            every backend, as for `keras.callbacks.TensorBoard`).
+        NotImplementedError: on a Keras backend other than TensorFlow, JAX
+            and PyTorch.
 
     Example:
 
@@ -166,6 +173,14 @@ class GradientFlow(_base.ProbeCallback):
                 return _sites.plain_function(site, original)
             return original
 
+        self._exact = exact
+        if self._eager:
+            # Records the inputs (their shapes) once per fit; the gradient
+            # passes take d loss / d a through a zero added at each site.
+            self._exact_recorder = _eager.EagerRecorder()
+            self._linear_recorder = self._recorder = self._exact_recorder
+            self._probe_function = None
+            return
         self._exact_recorder = _sites.SiteRecorder(exact, on_input=self._watch, isolate=True)
         self._linear_recorder = _sites.SiteRecorder(on_input=self._watch, isolate=True)
         self._recorder = self._exact_recorder
@@ -184,6 +199,10 @@ class GradientFlow(_base.ProbeCallback):
         linear_index = {
             _sites.site_key(site): index for index, site in enumerate(self._linear_sites)
         }
+        if self._eager:
+            self._linear_index = linear_index
+            self._prepare_eager()
+            return
         if linear_index != self._linear_index or self._probe_function is None:
             self._linear_index = linear_index
             # autograph=False: the loops are over Python lists of sites.
@@ -274,12 +293,73 @@ class GradientFlow(_base.ProbeCallback):
                             description=description,
                         )
 
+    # --- JAX and PyTorch ------------------------------------------------------
+
+    def _prepare_eager(self):
+        """The kernels and the site inputs to differentiate, from one
+        recording forward on the probe batch (the inputs' shapes are those
+        of every probe)."""
+        self._exact_recorder.start()
+        _eager.forward(self.model, self._all_sites, self._exact_recorder, self._probe_x)
+        recorded = self._exact_recorder
+        self._eager_kernels = {}
+        self._eager_inputs = {}
+        for key, _, kernel in self._logged:
+            if kernel is not None:
+                self._eager_kernels[key] = kernel
+            elif key in recorded.inputs:
+                self._eager_inputs[key] = (
+                    _eager.input_spec(recorded.inputs[key]), recorded.calls[key]
+                )
+        recorded.start()  # keep no activations alive between probes
+
+    def _eager_gradients(self, make_replacement):
+        return _eager.loss_gradients(
+            self.model, self._all_sites, make_replacement,
+            self._probe_x, self._probe_y, self._probe_sample_weight,
+            self._eager_kernels, self._eager_inputs,
+        )
+
+    def _probe_eager(self, step):
+        exact = self._eager_gradients(self._exact)
+        slope_of = _slope_reader(self.model)
+
+        def linear_rule(site, original):
+            # The rule training applies: linear_backprop at the site's slope.
+            if _sites.site_key(site) not in self._linear_index:
+                return original
+            return linbp_ops.linear_backprop(original, slope=slope_of(site))
+
+        linear = self._eager_gradients(linear_rule)
+        with self._writer.as_default(step=step):
+            for key, stem, kernel in self._logged:
+                if key not in exact:
+                    continue  # a kernel-less site inside a loop
+                description = tags.GRADIENT_DESCRIPTIONS[
+                    tags.INPUT if kernel is None else tags.KERNEL
+                ]
+                for rule, gradient in ((tags.EXACT, exact[key]), (tags.LINEAR, linear[key])):
+                    flat = np.asarray(gradient, np.float32).reshape(-1)
+                    tf.summary.scalar(
+                        tags.gradient_norm(stem, rule),
+                        np.float32(np.linalg.norm(flat.astype(np.float64))),
+                        step=step, description=description,
+                    )
+                    if self.histograms:
+                        _statistics.write_histogram(
+                            tags.gradient_histogram(stem, rule), flat, np.isfinite(flat),
+                            step, _statistics.DEFAULT_BUCKETS, description=description,
+                        )
+
     def _slopes_now(self):
         """The slope in force at each linear site, in `_linear_sites` order."""
         slope_of = _slope_reader(self.model)
         return tf.constant([slope_of(site) for site in self._linear_sites], tf.float32)
 
     def _probe(self, step):
+        if self._eager:
+            self._probe_eager(step)
+            return
         self._probe_function(
             self._probe_x, self._probe_y, self._probe_sample_weight, step, self._slopes_now()
         )

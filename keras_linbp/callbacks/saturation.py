@@ -7,17 +7,19 @@ import struct
 import time
 import warnings
 
-import tensorflow as tf
-from tensorboard.plugins.image import metadata as image_metadata
+import numpy as np
 
+from keras_linbp import _backend
 from keras_linbp import sites as linbp_sites
 from keras_linbp.callbacks import _arguments
 from keras_linbp.callbacks import _base
+from keras_linbp.callbacks import _eager
 from keras_linbp.callbacks import _image_renderer
 from keras_linbp.callbacks import _probe_data
 from keras_linbp.callbacks import _sites
 from keras_linbp.callbacks import _statistics
 from keras_linbp.callbacks import tags
+from keras_linbp.callbacks._tensorflow import tf
 
 __all__ = ["SaturationHistograms", "IMAGE_BINS", "IMAGE_TIME_BUDGET"]
 
@@ -34,9 +36,12 @@ class SaturationHistograms(_base.ProbeCallback):
     (`training=False`) on a fixed probe batch and records, for each
     activation site (see `keras_linbp.sites.find_activation_sites`; the
     output layer included), its pre-activation `a`, activation `f(a)` and
-    local derivative `|f'(a)|` (by autodiff of the plain activation). The
-    statistics are computed on device in one `tf.function` and written
-    with `tf.summary` to `<log_dir>/train` -- the directory
+    local derivative `|f'(a)|` (by autodiff of the plain activation). On
+    TensorFlow the statistics are computed on device in one `tf.function`;
+    on JAX and PyTorch the forward runs eagerly and the statistics are
+    computed in numpy. They are written with `tf.summary` (on every
+    backend, as `keras.callbacks.TensorBoard` does) to `<log_dir>/train` --
+    the directory
     `keras.callbacks.TensorBoard(log_dir)` writes its training summaries
     to, so both show as one run.
 
@@ -114,7 +119,10 @@ class SaturationHistograms(_base.ProbeCallback):
     Raises:
         TypeError, ValueError: for an argument outside what is listed above,
             when the callback is made.
-        NotImplementedError: on a Keras backend other than TensorFlow.
+        ImportError: without TensorFlow, which writes the summaries (on
+            every backend, as for `keras.callbacks.TensorBoard`).
+        NotImplementedError: on a Keras backend other than TensorFlow, JAX
+            and PyTorch.
 
     Example:
 
@@ -173,7 +181,7 @@ class SaturationHistograms(_base.ProbeCallback):
         self._fit_started = None
 
     def _build(self):
-        self._recorder = _sites.SiteRecorder()
+        self._recorder = _eager.EagerRecorder() if self._eager else _sites.SiteRecorder()
         self._plain = {}
         self._kinds = {}
         for site in self._selected:
@@ -184,8 +192,48 @@ class SaturationHistograms(_base.ProbeCallback):
         self._kind_names = {
             self._tags[key]: kind for key, (kind, _) in self._kinds.items()
         }
-        # autograph=False: the loops are over Python lists of sites.
-        self._probe_function = tf.function(self._probe_graph, autograph=False)
+        if self._eager:
+            self._probe_function = self._probe_eager
+        else:
+            # autograph=False: the loops are over Python lists of sites.
+            self._probe_function = tf.function(self._probe_graph, autograph=False)
+
+    def _probe_eager(self, x, step):
+        """The probe on JAX and PyTorch: an eager forward recording the
+        sites' inputs; `f(a)` and `|f'(a)|` (the backend's autodiff of the
+        plain function) per site; the statistics in numpy."""
+        _eager.forward(self.model, self._selected, self._recorder, x)
+        image_counts = {}
+        with self._writer.as_default(step=step):
+            for site in self._selected:
+                key = _sites.site_key(site)
+                if key not in self._recorder.inputs:
+                    continue
+                a = self._recorder.inputs[key]
+                args, kwargs = self._recorder.extra_args[key]
+                plain = self._plain[key]
+                kind, max_derivative = self._kinds[key]
+                with _eager.no_gradients():
+                    h = _eager.to_numpy(plain(a, *args, **kwargs))
+                d = None
+                if kind != "softmax":
+                    d = abs(_backend.elementwise_derivative(plain, a, args, kwargs))
+                scalars, values, valid = _statistics.site_statistics_numpy(
+                    _eager.to_numpy(a), h, d, kind, max_derivative, self.threshold
+                )
+                stem = self._tags[key]
+                for name, value in scalars.items():
+                    tf.summary.scalar(tags.saturation_scalar(stem, name), value, step=step)
+                for name, value in values.items():
+                    _statistics.write_histogram(
+                        tags.activation_histogram(stem, name), value, valid, step,
+                        self.buckets,
+                    )
+                if self.image:
+                    image_counts[stem] = _statistics.image_histogram_numpy(
+                        values[tags.ACTIVATION], valid, IMAGE_BINS
+                    )
+        return image_counts
 
     def _probe_graph(self, x, step):
         self._recorder.start()
@@ -233,7 +281,7 @@ class SaturationHistograms(_base.ProbeCallback):
             # (`ImageRenderer`), waited for on a worker thread, so training
             # neither waits for it nor competes with it for the GIL.
             histograms = {
-                stem: (counts.numpy(), edges.numpy())
+                stem: (np.asarray(counts), np.asarray(edges))
                 for stem, (counts, edges) in image_counts.items()
             }
             if self._image_executor is None:
@@ -272,6 +320,8 @@ class SaturationHistograms(_base.ProbeCallback):
         # Written as TensorBoard's image plugin stores it (width, height,
         # PNG bytes), straight from the rendered PNG: `tf.summary.image`
         # would decode and re-encode it on TF's threads, stalling training.
+        from tensorboard.plugins.image import metadata as image_metadata
+
         width, height = struct.unpack(">II", png[16:24])  # the PNG IHDR chunk
         with self._writer.as_default(step=step):
             tf.summary.write(
