@@ -14,7 +14,7 @@ on logits, reports:
 - `peak_mib`: the working memory of one training step, exact (a plain
   `keras.Model`) vs linear (`LinearBackpropModel.from_model` of it: the same
   layers and weights), with the method of `benchmarks/step_time.py` (its
-  `step_memory_mib`: TF allocator peak during one `train_on_batch` minus the
+  `tf_step_memory_mib`: TF allocator peak during one `train_on_batch` minus the
   memory in use just before it, TF graph mode, median of 3 steps after a
   tracing step); one set of weights alive at a time;
 - `step_time_linear_over_exact`: the median over interleaved rounds of the
@@ -51,29 +51,21 @@ import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import step_time  # noqa: E402  (the method: thread pinning, memory probe)
+
+# Before any op runs and before Keras is imported: the TensorFlow backend
+# (whatever KERAS_BACKEND says), one intra-op and one inter-op thread.
+step_time.setup_backend("tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-# Before any op runs: one thread each, for repeatable CPU ratios (importing
-# step_time below pins the same values).
-tf.config.threading.set_intra_op_parallelism_threads(1)
-tf.config.threading.set_inter_op_parallelism_threads(1)
 tf.get_logger().setLevel("ERROR")
 # The head reads only the sequence output: BERT's pooler and Gemma's tied
 # reverse embedding get no gradient, in both modes alike.
 warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import step_time  # noqa: E402  (the memory method is step_time's)
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-if keras.backend.backend() != "tensorflow":
-    raise SystemExit(
-        f"{__file__} measures TensorFlow graph-mode steps and TF allocator memory: "
-        f"run it with KERAS_BACKEND=tensorflow (now {keras.backend.backend()!r})."
-    )
-
 
 import keras_linbp  # noqa: E402
 from keras_linbp import LinearBackpropModel  # noqa: E402
@@ -251,7 +243,7 @@ def _compile(model):
 
 def _memory(model, x, y, steps):
     model.train_on_batch(x, y)  # trace outside the measurement
-    return statistics.median(step_time.step_memory_mib(model, x, y) for _ in range(steps))
+    return statistics.median(step_time.tf_step_memory_mib(model, x, y) for _ in range(steps))
 
 
 def _ratio(numerator, denominator):
@@ -432,7 +424,8 @@ def main(argv=None):
         "optimizer": "SGD(learning_rate=0.0)",
         "loss": "sparse categorical cross-entropy on logits",
         "threads": {"intra_op": 1, "inter_op": 1},
-        "memory_method": "benchmarks/step_time.py step_memory_mib, median of memory_steps steps",
+        "memory_device": "GPU:0" if step_time.ON_GPU else "CPU:0",
+        "memory_method": "benchmarks/step_time.py tf_step_memory_mib, median of memory_steps steps",
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "keras_hub": hub_version,
