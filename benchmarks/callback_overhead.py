@@ -1,8 +1,9 @@
 """Epoch time with and without the inspection callbacks.
 
-The quickstart-like model: scikit-learn's digits (1437 train / 360
-validation images of 8x8), an MLP 64-128-128-10 with tanh, Adam, batch 32,
-`validation_data` given (so the callbacks probe its first batch).
+The model: scikit-learn's digits (1437 train / 360 validation images of
+8x8), an MLP 64-128-128-10 with tanh and a softmax output (wider than the
+quickstart's 64-64-64-10), Adam, batch 32, `validation_data` given (so the
+callbacks probe its first batch).
 
 Method: one persistent model per configuration; rounds of `fit(epochs=E)`
 interleaved across the configurations, the order rotated every round
@@ -37,9 +38,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-# Before any op runs: one thread each, for repeatable CPU ratios.
-tf.config.threading.set_intra_op_parallelism_threads(1)
-tf.config.threading.set_inter_op_parallelism_threads(1)
+if __name__ == "__main__":
+    # Before any op runs: one thread each, for repeatable CPU ratios.
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -76,6 +78,12 @@ def load_digits():
     x = (digits.data / 16.0).astype("float32")
     y = digits.target.astype("int64")
     return train_test_split(x, y, test_size=0.2, random_state=0, stratify=y)
+
+
+def describe_model(model):
+    """`digits MLP 64-128-128-10 tanh`, read from the built model."""
+    sizes = [model.inputs[0].shape[-1]] + [layer.units for layer in model.layers]
+    return "digits MLP " + "-".join(str(size) for size in sizes) + " tanh"
 
 
 def build_model(seed):
@@ -152,7 +160,9 @@ def main(argv=None):
     first_baseline = runs["baseline"]["epoch_times"][0][0]
     results = {
         "benchmark": "callback_overhead",
-        "model": "digits MLP 64-128-128-10 tanh, Adam, batch %d" % args.batch_size,
+        "model": "%s, Adam, batch %d" % (
+            describe_model(runs["baseline"]["model"]), args.batch_size
+        ),
         "method": (
             "interleaved rounds of fit(epochs=%d), %d rounds, first round is "
             "warm-up; median epoch time; TF 1 intra-op + 1 inter-op thread"
@@ -195,18 +205,15 @@ def main(argv=None):
             "first_epoch_ratio_to_baseline": first / first_baseline,
             "epoch_samples": len(steady(name)),
         }
-    # Direct, less noisy: the probe's own cost (median of repeated calls of
-    # the traced probe function) and the image render (worker thread).
+    # Direct, less noisy: the probe's own cost (median of repeated probes,
+    # each a call of the traced probe function) and the image render.
     step = tf.constant(0, tf.int64)
     for name in ("saturation_no_image", "gradient_flow"):
         callback = runs[name]["callbacks"][0]
-        arguments = (callback._probe_x,) if name.startswith("saturation") else (
-            callback._probe_x, callback._probe_y, callback._probe_sample_weight
-        )
         seconds = []
         for _ in range(args.probe_repeats):
             start = time.perf_counter()
-            callback._probe_function(*arguments, step)
+            callback._probe(step)
             seconds.append(time.perf_counter() - start)
         probe = statistics.median(seconds)
         results["configurations"][name]["probe_seconds"] = probe

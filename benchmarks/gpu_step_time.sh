@@ -16,7 +16,7 @@
 # short keeps what it measured ("complete": false).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH=$PWD
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export TF_CPP_MIN_LOG_LEVEL=2
 : "${OUT:?set OUT to the output directory}"
 PY=${PYTHON:-python3}

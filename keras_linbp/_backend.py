@@ -43,7 +43,8 @@ class LinearRule:
     def input_gradient(self, upstream, residual):
         if self.slope == 1.0:
             return upstream
-        return upstream * keras.ops.cast(self.slope, upstream.dtype)
+        # A Python float keeps the upstream's dtype and device on every backend.
+        return upstream * self.slope
 
 
 class StraightThroughRule:
@@ -55,7 +56,7 @@ class StraightThroughRule:
     def residual(self, x):
         if self.clip is None:
             return None
-        return keras.ops.less_equal(keras.ops.abs(x), keras.ops.cast(self.clip, x.dtype))
+        return keras.ops.less_equal(keras.ops.abs(x), self.clip)
 
     def input_gradient(self, upstream, residual):
         if residual is None:

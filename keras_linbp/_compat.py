@@ -28,6 +28,9 @@ __all__ = [
     "output_layers_of_history",
     "compute_loss",
     "running_fit_locals",
+    "running_fit_frame",
+    "fit_training_data",
+    "fit_training_batch",
     "check",
 ]
 
@@ -164,6 +167,7 @@ def check():
             pass
     if "epoch_iterator" not in fit_source:
         problems.append("Model.fit local `epoch_iterator` (the callbacks' probe data)")
+    problems.extend(_check_callback_internals())
     if problems:
         raise ImportError(
             f"keras_linbp relies on Keras internals that moved in Keras "
@@ -179,3 +183,88 @@ def symbolic_call(fn, *args):
     from keras.src import backend
 
     return backend.compute_output_spec(fn, *args)
+
+
+# --- added for keras_linbp.callbacks -------------------------------------------
+
+
+def running_fit_frame(model):
+    """The frame of the `Model.fit` call that is running `model`, or None.
+
+    The same frame `running_fit_locals` reads. The callbacks watch it to
+    notice a `fit` that ended without calling `on_train_end` (an exception,
+    an interrupt): Keras 3 calls no callback hook then.
+    """
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            if (
+                frame.f_code.co_name == "fit"
+                and frame.f_locals.get("self") is model
+                and "epoch_iterator" in frame.f_locals
+            ):
+                return frame
+            frame = frame.f_back
+    finally:
+        del frame
+    return None
+
+
+def fit_training_data(fit_locals):
+    """The training data of a running `fit` (given its locals), as the
+    callbacks can read a batch of it again: a `keras.utils.PyDataset`, a
+    `tf.data.Dataset`, or None when it is a Python generator (reading it
+    would take batches from training)."""
+    adapter = fit_locals["epoch_iterator"].data_adapter
+    if type(adapter).__name__ == "GeneratorDataAdapter":
+        return None
+    py_dataset = getattr(adapter, "py_dataset", None)
+    if py_dataset is not None:
+        return py_dataset
+    return adapter.get_tf_dataset()
+
+
+def _check_callback_internals():
+    """Problems with the internals `fit_training_data` reads."""
+    import numpy as np
+    from keras.src.trainers import epoch_iterator as epoch_iterator_module
+
+    problems = []
+    try:
+        iterator = epoch_iterator_module.EpochIterator(
+            x=np.zeros((2, 1), "float32"), batch_size=1
+        )
+        if not callable(getattr(iterator.data_adapter, "get_tf_dataset", None)):
+            problems.append("EpochIterator.data_adapter.get_tf_dataset (the callbacks' probe data)")
+        if not callable(getattr(iterator.data_adapter, "get_numpy_iterator", None)):
+            problems.append(
+                "EpochIterator.data_adapter.get_numpy_iterator (the callbacks' probe "
+                "data on JAX and PyTorch)"
+            )
+    except (AttributeError, TypeError) as error:
+        problems.append(f"keras.src.trainers.epoch_iterator.EpochIterator ({error})")
+    try:
+        from keras.src.trainers.data_adapters import generator_data_adapter
+    except ImportError:
+        problems.append("keras.src.trainers.data_adapters.generator_data_adapter")
+    else:
+        if not hasattr(generator_data_adapter, "GeneratorDataAdapter"):
+            problems.append("GeneratorDataAdapter (a generator as fit's data)")
+    return problems
+
+
+def fit_training_batch(fit_locals):
+    """The first training batch of a running `fit` (given its locals), read
+    from a fresh pass of its own data adapter as numpy, for the JAX and
+    PyTorch backends (no TensorFlow pipeline is built): a
+    `keras.utils.PyDataset` as itself, None for a Python generator (reading
+    it would take batches from training)."""
+    adapter = fit_locals["epoch_iterator"].data_adapter
+    if type(adapter).__name__ == "GeneratorDataAdapter":
+        return None
+    py_dataset = getattr(adapter, "py_dataset", None)
+    if py_dataset is not None:
+        return py_dataset
+    for batch in adapter.get_numpy_iterator():
+        return batch
+    return None

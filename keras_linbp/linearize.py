@@ -27,7 +27,7 @@ _UNSET = object()
 _warned = set()
 
 
-def check_slope(slope):
+def _check_slope(slope):
     """A number, `"auto"`, or a dict `{site path: number}`."""
     return _validation.check_slope(slope, allow_auto=True, allow_dict=True)
 
@@ -43,7 +43,7 @@ class LinearizeOptions:
         include_output=False,
         include_softmax=False,
     ):
-        self.slope = check_slope(slope)
+        self.slope = _check_slope(slope)
         self.sites = _validation.check_sites(sites)
         self.from_depth = _validation.check_from_depth(from_depth)
         self.include_output = _validation.check_bool("include_output", include_output)
@@ -58,7 +58,7 @@ class LinearizeOptions:
         )
 
 
-def site_slopes(selected, slope, calibrated=None):
+def _site_slopes(selected, slope, calibrated=None):
     """`{site path: slope}` for the selected sites.
 
     A number applies to every site; a dict gives per-site slopes (sites it
@@ -82,7 +82,7 @@ def _warn_once(model, key, message):
 
 
 @contextlib.contextmanager
-def linear_rule(model, selected, slopes):
+def _linear_rule(model, selected, slopes):
     """Swaps `selected` sites of `model` to the linear rule with `slopes`."""
 
     def make(site, original):
@@ -92,7 +92,7 @@ def linear_rule(model, selected, slopes):
         yield
 
 
-def resolve(model, slope, sites, from_depth, include_output, include_softmax):
+def _resolve(model, slope, sites, from_depth, include_output, include_softmax):
     """Options given explicitly win; the rest come from a
     `LinearBackpropModel`'s own options, else the defaults."""
     own = getattr(model, "linearize_options", None)
@@ -162,7 +162,7 @@ def linearize(
         ValueError / TypeError: for an invalid option, naming it; a `sites`
             list naming a layer with no activation site.
     """
-    options = resolve(model, slope, sites, from_depth, include_output, include_softmax)
+    options = _resolve(model, slope, sites, from_depth, include_output, include_softmax)
     all_sites = linbp_sites.find_activation_sites(model, inputs=inputs)
     rows = linbp_sites.explain_selection(all_sites, **options.selection_kwargs())
     selected = [site for site, chosen, _ in rows if chosen]
@@ -183,8 +183,8 @@ def linearize(
                 "`keras_linbp.calibrate_slopes(model, x)` and pass the dict "
                 "as `slope=`."
             )
-        slopes = site_slopes(selected, "auto", calibrated)
+        slopes = _site_slopes(selected, "auto", calibrated)
     else:
-        slopes = site_slopes(selected, options.slope)
-    with linear_rule(model, selected, slopes):
+        slopes = _site_slopes(selected, options.slope)
+    with _linear_rule(model, selected, slopes):
         yield list(selected)

@@ -25,7 +25,6 @@ from keras_linbp import _validation
 from keras_linbp import sites as linbp_sites
 from keras_linbp.calibration import calibrate_slopes
 from keras_linbp.linearize import LinearizeOptions
-from keras_linbp.linearize import check_slope
 from keras_linbp.linearize import linearize
 
 BACKPROP_MODES = ("linear", "exact")
@@ -229,7 +228,7 @@ class LinearBackpropModel(keras.Model):
         self._include_softmax = options.include_softmax
         self._recalibrate = _check_recalibrate(recalibrate)
         self.calibrated_slopes = (
-            None if not calibrated_slopes else check_slope(dict(calibrated_slopes))
+            None if not calibrated_slopes else _validation.check_slope(dict(calibrated_slopes), allow_dict=True)
         )
         if self.built and self._sites_option is not None:
             # Report a misnamed site now rather than at the first step.
@@ -296,7 +295,7 @@ class LinearBackpropModel(keras.Model):
 
     @slope.setter
     def slope(self, value):
-        value = check_slope(value)
+        value = _validation.check_slope(value, allow_auto=True, allow_dict=True)
         if value != self._slope:
             self._slope = value
             self._retrace_train_function()

@@ -62,7 +62,16 @@ def check_floating(x, what="linear backprop"):
             "`keras.layers.Activation(fn)`) or use the layer "
             "`keras_linbp.layers.LinearBackprop(activation)`."
         )
+    if isinstance(x, keras.Variable):
+        # Read the variable here, outside the rule's forward: a variable
+        # read inside it would count as a parameter of the activation.
+        x = x.value
     x = keras.ops.convert_to_tensor(x)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if isinstance(x, tf.Variable):
+            x = tf.convert_to_tensor(x)
     dtype = keras.backend.standardize_dtype(x.dtype)
     if not dtype.startswith(("float", "bfloat")):
         raise TypeError(

@@ -11,6 +11,15 @@ import math
 
 import numpy as np
 
+__all__ = [
+    "activation_histogram_grid",
+    "activation_histogram_grid_png",
+    "training_report",
+    "serve",
+    "read_frame",
+    "write_frame",
+]
+
 
 def _figure(width, height):
     try:
@@ -78,32 +87,52 @@ def activation_histogram_grid_png(histograms, kinds=None, step=None):
     return _png(activation_histogram_grid(histograms, kinds=kinds, step=step))
 
 
-_FRACTION_LABELS = {
-    "saturated_fraction": "saturated",
-    "dead_fraction": "dead",
-    "clipped_fraction": "|a| > 1",
-}
+def _gradient_label(targets):
+    """The y label of the gradient panel, for the set of what the layers'
+    norms are taken with respect to (`"kernel"`, `"input"`, None: unknown)."""
+    from keras_linbp.callbacks import tags
+
+    kernel_norm, input_norm = "‖∂loss/∂kernel‖₂", "‖∂loss/∂a‖₂"
+    if targets == {tags.KERNEL}:
+        return kernel_norm
+    if targets == {tags.INPUT}:
+        return f"{input_norm} (a: the layer's input)"
+    return f"{kernel_norm} or {input_norm} (a: the layer's input; see legend)"
 
 
-def training_report(saturation, gradient_flow, title=None):
+def training_report(saturation, gradient_flow, title=None, gradient_targets=None):
     """One figure: saturation over epochs per layer, and the exact vs linear
     backprop gradient norm per layer over epochs.
 
     Args:
         saturation: `{(layer, fraction_name): (steps, values)}` with
-            `fraction_name` in `saturated_fraction`, `dead_fraction`,
-            `clipped_fraction`.
+            `fraction_name` one of `keras_linbp.callbacks.tags.FRACTIONS`
+            (`saturated_fraction`, `dead_fraction`, `clipped_fraction`).
         gradient_flow: `{layer: {"exact_norm": (steps, values),
             "linear_norm": (steps, values)}}`, in forward order.
         title: optional figure title.
+        gradient_targets: optional `{layer: "kernel" | "input"}`: whether a
+            layer's norm is of d loss / d kernel or d loss / d a (its input);
+            layers missing from it are labelled as either.
 
     Returns:
         A `matplotlib.figure.Figure`.
     """
+    # Imported here: `serve()` runs this file alone, without the package.
+    from keras_linbp.callbacks import tags
+
+    fraction_labels = {
+        tags.SATURATED_FRACTION: "saturated",
+        tags.DEAD_FRACTION: "dead",
+        tags.CLIPPED_FRACTION: "|a| > 1",
+    }
+    gradient_targets = gradient_targets or {}
+    target_marks = {tags.KERNEL: "∂/∂kernel", tags.INPUT: "∂/∂a"}
     panels = int(bool(saturation)) + int(bool(gradient_flow))
     if panels == 0:
         raise ValueError(
-            "Nothing to plot: no saturation/* or gradient_flow/* scalars found."
+            f"Nothing to plot: no {tags.SATURATION}/* or {tags.GRADIENT_FLOW}/* "
+            "scalars found."
         )
     figure = _figure(8.0 * panels, 5.0)
     colors = _layer_colors(
@@ -120,7 +149,7 @@ def training_report(saturation, gradient_flow, title=None):
                 marker="o",
                 markersize=3,
                 color=colors[layer],
-                label=f"{layer}: {_FRACTION_LABELS.get(name, name)}",
+                label=f"{layer}: {fraction_labels.get(name, name)}",
             )
         axes.set_ylim(-0.02, 1.02)
         axes.set_xlabel("epoch (step)")
@@ -131,10 +160,9 @@ def training_report(saturation, gradient_flow, title=None):
     if gradient_flow:
         axes = figure.add_subplot(1, panels, panel)
         for layer, series in gradient_flow.items():
-            for name, style, rule in (
-                ("exact_norm", "-", "exact"),
-                ("linear_norm", "--", "linear"),
-            ):
+            mark = target_marks.get(gradient_targets.get(layer))
+            for rule, style in ((tags.EXACT, "-"), (tags.LINEAR, "--")):
+                name = tags.norm_name(rule)
                 if name not in series:
                     continue
                 steps, values = series[name]
@@ -145,11 +173,14 @@ def training_report(saturation, gradient_flow, title=None):
                     marker="o",
                     markersize=3,
                     color=colors[layer],
-                    label=f"{layer} ({rule})",
+                    label=f"{layer} ({rule}, {mark})" if mark else f"{layer} ({rule})",
                 )
         axes.set_yscale("log")
         axes.set_xlabel("epoch (step)")
-        axes.set_ylabel("‖∂loss/∂kernel‖₂")
+        axes.set_ylabel(
+            _gradient_label({gradient_targets.get(layer) for layer in gradient_flow}),
+            fontsize=9,
+        )
         axes.set_title("Gradient norm: exact (solid) vs linear backprop (dashed)")
         axes.grid(alpha=0.3, which="both")
         axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -178,6 +209,7 @@ _HEADER_BYTES = 8
 
 
 def write_frame(stream, payload):
+    """Writes one length-prefixed frame (the render process's protocol)."""
     stream.write(len(payload).to_bytes(_HEADER_BYTES, "little"))
     stream.write(payload)
     stream.flush()

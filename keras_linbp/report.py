@@ -6,18 +6,27 @@ Reads the event files that `SaturationHistograms` and `GradientFlow` wrote
 (under `LOGDIR/train`, or LOGDIR itself if it holds event files) with
 TensorBoard's own event reader, and draws one figure: the saturation
 fractions over epochs per layer, and the exact vs linear-backprop gradient
-norms per layer over epochs. Needs matplotlib.
+norms per layer over epochs (with respect to the layer's kernel, or to the
+site's input `a` for layers without one, as the logs say). The tags are
+those of `keras_linbp.callbacks.tags`. Needs matplotlib.
 """
 
 import argparse
 import os
-import re
 import sys
 
 import numpy as np
 
-_SATURATION = re.compile(r"^saturation/(.+)/(saturated_fraction|dead_fraction|clipped_fraction)$")
-_GRADIENT = re.compile(r"^gradient_flow/(.+)/(exact_norm|linear_norm)$")
+from keras_linbp.callbacks import tags
+
+__all__ = [
+    "read_scalars",
+    "read_gradient_targets",
+    "collect",
+    "build_report",
+    "make_report",
+    "main",
+]
 
 
 def _run_directory(log_dir):
@@ -27,15 +36,8 @@ def _run_directory(log_dir):
     return log_dir
 
 
-def read_scalars(log_dir):
-    """All TF2 scalar summaries of a run: `{tag: (steps, values)}`.
-
-    TF2 `tf.summary.scalar` values are stored as tensors; they are read
-    with `EventAccumulator.Tensors` and `tf.make_ndarray`. When one step is
-    written more than once (a second `fit` from epoch 0), the last value
-    wins.
-    """
-    import tensorflow as tf
+def _load(log_dir):
+    """TensorBoard's `EventAccumulator` over the run, loaded."""
     from tensorboard.backend.event_processing import event_accumulator
 
     run = _run_directory(log_dir)
@@ -45,10 +47,24 @@ def read_scalars(log_dir):
         run, size_guidance={event_accumulator.TENSORS: 0}
     )
     accumulator.Reload()
+    return accumulator
+
+
+def _report_tags(accumulator):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    return [
+        tag
+        for tag in accumulator.Tags()[event_accumulator.TENSORS]
+        if tags.SATURATION_FRACTION_PATTERN.match(tag) or tags.GRADIENT_NORM_PATTERN.match(tag)
+    ]
+
+
+def _scalars(accumulator):
+    import tensorflow as tf
+
     scalars = {}
-    for tag in accumulator.Tags()[event_accumulator.TENSORS]:
-        if not (_SATURATION.match(tag) or _GRADIENT.match(tag)):
-            continue
+    for tag in _report_tags(accumulator):
         by_step = {}
         for event in accumulator.Tensors(tag):
             by_step[event.step] = float(tf.make_ndarray(event.tensor_proto))
@@ -57,36 +73,82 @@ def read_scalars(log_dir):
     return scalars
 
 
+def _gradient_targets(accumulator):
+    targets = {}
+    for tag in _report_tags(accumulator):
+        match = tags.GRADIENT_NORM_PATTERN.match(tag)
+        if match:
+            description = accumulator.SummaryMetadata(tag).summary_description
+            target = tags.gradient_target(description)
+            if target is not None:
+                targets[match.group("stem")] = target
+    return targets
+
+
+def read_scalars(log_dir):
+    """The saturation fractions and gradient norms of a run:
+    `{tag: (steps, values)}`.
+
+    TF2 `tf.summary.scalar` values are stored as tensors; they are read
+    with `EventAccumulator.Tensors` and `tf.make_ndarray`. When one step is
+    written more than once (a second `fit` from epoch 0), the last value
+    wins.
+    """
+    return _scalars(_load(log_dir))
+
+
+def read_gradient_targets(log_dir):
+    """`{layer: "kernel" | "input"}`: what each layer's gradient norm is
+    taken with respect to (`tags.KERNEL`, `tags.INPUT`), from the summaries'
+    descriptions. Layers logged by keras_linbp 0.1 (no description) are
+    absent."""
+    return _gradient_targets(_load(log_dir))
+
+
 def collect(scalars):
     """Splits scalars into the two panels of `plotting.training_report`."""
     saturation = {}
     gradient_flow = {}
     for tag, series in scalars.items():
-        match = _SATURATION.match(tag)
+        match = tags.SATURATION_FRACTION_PATTERN.match(tag)
         if match:
-            saturation[(match.group(1), match.group(2))] = series
+            saturation[(match.group("stem"), match.group("name"))] = series
             continue
-        match = _GRADIENT.match(tag)
+        match = tags.GRADIENT_NORM_PATTERN.match(tag)
         if match:
-            gradient_flow.setdefault(match.group(1), {})[match.group(2)] = series
+            gradient_flow.setdefault(match.group("stem"), {})[match.group("name")] = series
     return saturation, gradient_flow
+
+
+def build_report(log_dir, title=None):
+    """The report figure (a `matplotlib.figure.Figure`) for `log_dir`.
+
+    Raises:
+        FileNotFoundError: if there is no such directory.
+        ValueError: if it holds no saturation or gradient-flow scalars.
+    """
+    from keras_linbp import plotting
+
+    accumulator = _load(log_dir)
+    saturation, gradient_flow = collect(_scalars(accumulator))
+    if not saturation and not gradient_flow:
+        raise ValueError(
+            f"No {tags.SATURATION}/* or {tags.GRADIENT_FLOW}/* scalars under "
+            f"{log_dir!r}: train with keras_linbp.callbacks.SaturationHistograms "
+            "or GradientFlow and this log_dir."
+        )
+    return plotting.training_report(
+        saturation,
+        gradient_flow,
+        title=title or f"keras_linbp report: {log_dir}",
+        gradient_targets=_gradient_targets(accumulator),
+    )
 
 
 def make_report(log_dir, out, title=None):
     """Writes the report figure for `log_dir` to `out` (PNG, or any format
     matplotlib infers from the suffix). Returns `out`."""
-    from keras_linbp import plotting
-
-    saturation, gradient_flow = collect(read_scalars(log_dir))
-    if not saturation and not gradient_flow:
-        raise ValueError(
-            f"No saturation/* or gradient_flow/* scalars under {log_dir!r}: "
-            "train with keras_linbp.callbacks.SaturationHistograms or "
-            "GradientFlow and this log_dir."
-        )
-    figure = plotting.training_report(
-        saturation, gradient_flow, title=title or f"keras_linbp report: {log_dir}"
-    )
+    figure = build_report(log_dir, title=title)
     directory = os.path.dirname(os.path.abspath(out))
     os.makedirs(directory, exist_ok=True)
     figure.savefig(out, dpi=100)

@@ -47,11 +47,10 @@ def input_gradient(fn, x, upstream=None):
         import jax.numpy as jnp
 
         return np.asarray(jax.grad(lambda t: jnp.sum(fn(t) * up))(jnp.asarray(x)))
-    import torch
-
-    t = torch.tensor(x, requires_grad=True)
-    (fn(t) * torch.tensor(up)).sum().backward()
-    return t.grad.numpy()
+    # On Keras's device (a GPU when there is one).
+    t = keras.ops.convert_to_tensor(x).detach().requires_grad_(True)
+    (fn(t) * keras.ops.convert_to_tensor(up)).sum().backward()
+    return t.grad.cpu().numpy()
 
 
 X = np.array([-10.0, -1.5, -0.5, 0.0, 0.5, 1.5, 10.0], "float32")
@@ -234,7 +233,7 @@ def _gelu_mlp(identity=False, linear=False):
 def test_torch_linear_rule_saves_what_the_identity_network_saves():
     import torch
 
-    x = torch.randn(32, 64)
+    x = keras.ops.convert_to_tensor(np.random.default_rng(0).normal(size=(32, 64)).astype("float32"))
 
     def saved_bytes(model):
         total = [0]

@@ -420,3 +420,110 @@ def test_default_image_keeps_within_time_budget(tmp_path, monkeypatch):
     for bad in ({"image": 0}, {"threshold": 1.5}, {"freq": 0}, {"batch_freq": 0}):
         with pytest.raises(ValueError):
             SaturationHistograms(str(tmp_path), **bad)
+
+
+class TwoActivationBlock(keras.layers.Layer):
+    """Activations called inside `call()`: three op sites on one layer."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(
+            shape=(input_shape[-1], 4), name="w",
+            initializer=keras.initializers.RandomNormal(stddev=1.0, seed=9),
+        )
+
+    def call(self, x):
+        a = keras.ops.matmul(x, self.w)
+        return (keras.activations.gelu(a) * keras.activations.sigmoid(a)
+                + keras.activations.gelu(a * 2.0))
+
+
+def test_op_sites_inside_custom_call_and_an_lstm(tmp_path):
+    x = RNG.standard_normal((16, 5, 3)).astype("float32")
+    y = RNG.integers(0, 2, 16)
+    inputs = keras.Input((5, 3))
+    h = keras.layers.LSTM(4, name="lstm")(inputs)
+    block = TwoActivationBlock(name="block")
+    outputs = keras.layers.Dense(2, activation="softmax", name="out")(block(h))
+    model = keras.Model(inputs, outputs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frozen_fit(model, x, y, [SaturationHistograms(str(tmp_path), data=x, image=False),
+                                 GradientFlow(str(tmp_path), data=(x, y))])
+    assert [w for w in caught if "inside a loop" in str(w.message)]
+    run = read_run(str(tmp_path))
+    lstm = model.get_layer("lstm")
+    out = model.get_layer("out")
+    h = lstm(x).numpy()
+    a = h @ block.w.numpy()
+    # Each op site is its own stem, with its own input.
+    assert scalar(run, "saturation/block/gelu/mean_abs_pre_activation") == pytest.approx(
+        np.mean(np.abs(a)), rel=1e-5)
+    assert scalar(run, "saturation/block/gelu_1/mean_abs_pre_activation") == pytest.approx(
+        np.mean(np.abs(2 * a)), rel=1e-5)
+    sigmoid = 1 / (1 + np.exp(-a))
+    assert scalar(run, "saturation/block/sigmoid/saturated_fraction") == pytest.approx(
+        np.mean(sigmoid * (1 - sigmoid) < 0.1 * 0.25), abs=1e-6)
+
+    # References: each activation's input a separate (watched) copy of a.
+    def reference(linear):
+        def activation(fn, t):
+            return t + tf.stop_gradient(fn(t) - t) if linear else fn(t)
+
+        gelu = lambda t: tf.nn.gelu(t, approximate=False)  # noqa: E731
+        with tf.GradientTape(persistent=True) as tape:
+            hidden = lstm(x)  # (the LSTM's own sites: exact in both)
+            a = hidden @ block.w
+            a_gelu, a_sigmoid, a_gelu_1 = tf.identity(a), tf.identity(a), tf.identity(a * 2.0)
+            for t in (a_gelu, a_sigmoid, a_gelu_1):
+                tape.watch(t)
+            mixed = (activation(gelu, a_gelu) * activation(tf.sigmoid, a_sigmoid)
+                     + activation(gelu, a_gelu_1))
+            probabilities = tf.nn.softmax(mixed @ out.kernel + out.bias)
+            loss = -tf.reduce_mean(tf.math.log(tf.gather(probabilities, y, axis=1, batch_dims=1)))
+        return {
+            "block/gelu": float(tf.norm(tape.gradient(loss, a_gelu))),
+            "block/sigmoid": float(tf.norm(tape.gradient(loss, a_sigmoid))),
+            "block/gelu_1": float(tf.norm(tape.gradient(loss, a_gelu_1))),
+            "out": float(tf.norm(tape.gradient(loss, out.kernel))),
+            "lstm_cell": float(tf.norm(tape.gradient(loss, lstm.cell.kernel))),
+        }
+
+    exact = reference(linear=False)
+    for stem, value in exact.items():
+        assert scalar(run, f"gradient_flow/{stem}/exact_norm") == pytest.approx(value, rel=1e-4), stem
+    linear = reference(linear=True)
+    for stem in ("block/gelu", "block/sigmoid", "block/gelu_1", "out"):
+        assert scalar(run, f"gradient_flow/{stem}/linear_norm") == pytest.approx(
+            linear[stem], rel=1e-4), stem
+
+
+class SubclassedMLP(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(
+            5, activation="tanh", name="hidden",
+            kernel_initializer=keras.initializers.RandomNormal(stddev=1.0, seed=12))
+        self.head = keras.layers.Dense(3, activation="softmax", name="head")
+
+    def call(self, x):
+        return self.head(self.hidden(x))
+
+
+def test_unbuilt_subclassed_model(tmp_path):
+    # Keras builds a subclassed model in its first training step, after
+    # on_train_begin: the callbacks build it on the probe batch.
+    x = RNG.standard_normal((16, 4)).astype("float32")
+    y = RNG.integers(0, 3, 16)
+    model = SubclassedMLP()
+    assert not model.built
+    frozen_fit(model, x, y, [SaturationHistograms(str(tmp_path), data=x, image=False),
+                             GradientFlow(str(tmp_path), data=(x, y))])
+    run = read_run(str(tmp_path))
+    hidden = model.hidden
+    a = x @ hidden.kernel.numpy() + hidden.bias.numpy()
+    assert scalar(run, "saturation/hidden/mean_abs_pre_activation") == pytest.approx(
+        np.mean(np.abs(a)), rel=1e-5)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, model(x)))
+    expected = float(tf.norm(tape.gradient(loss, hidden.kernel.value)))
+    assert scalar(run, "gradient_flow/hidden/exact_norm") == pytest.approx(expected, rel=1e-4)

@@ -39,6 +39,16 @@ PUBLIC_MODULES = [
     "keras_linbp.binary",
     "keras_linbp.layers",
     "keras_linbp.ops",
+    "keras_linbp.linearize",
+    "keras_linbp.calibration",
+    "keras_linbp.sites",
+    "keras_linbp.callbacks",
+    "keras_linbp.callbacks.tags",
+    "keras_linbp.callbacks.saturation",
+    "keras_linbp.callbacks.gradient_flow",
+    "keras_linbp.callbacks.schedule",
+    "keras_linbp.report",
+    "keras_linbp.plotting",
 ]
 
 

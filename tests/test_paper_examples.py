@@ -62,6 +62,51 @@ def test_fig1_saturated_fraction_matches_definition():
     assert saturated_fraction == 0.5  # sigmoid'(10) = 4.5e-5 < 0.025 <= sigmoid'(0)
 
 
+def test_fig1_sweep_smoke(tmp_path):
+    fig1 = load_example("paper_fig1_synthetic")
+    fig1.main(["--sweep", "--smoke", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["command"] == (
+        f"python examples/paper_fig1_synthetic.py --sweep --smoke --out {tmp_path}"
+    )
+    assert results["inits"] == 4 and results["fitted_mse"] == fig1.FITTED_MSE
+    cells = results["cells"]
+    assert len(cells) == 2 * 2 * 2  # smoke grid: 2 init stds x 2 depths x (1 SGD + 1 Adam lr)
+    assert {(c["optimizer"], c["lr"]) for c in cells} == {("sgd", 0.01), ("adam", 1e-3)}
+    for cell in cells:
+        for rule in ("exact", "linear"):
+            r = cell[rule]
+            assert 0.0 <= r["fitted_fraction"] <= 1.0
+            assert 0 <= r["diverged"] <= 4
+            for key in ("final_mse_q25", "final_mse_median", "final_mse_q75"):
+                # None only when that quantile reaches a diverged init.
+                assert (r[key] is None and r["diverged"] > 0) or np.isfinite(r[key]), (rule, key)
+        ratio = cell["log10_median_ratio"]
+        assert (ratio is None) == (cell["ratio_note"] is not None)
+        if ratio is not None:
+            expected = np.log10(cell["linear"]["final_mse_median"] / cell["exact"]["final_mse_median"])
+            np.testing.assert_allclose(ratio, expected, rtol=1e-6)
+    assert results["table"].count("\n") == 1 + len(cells)
+    assert set(results["linear_wins"]) == {"lower_median_mse", "more_inits_fitted"}
+    assert (tmp_path / "sweep_heatmap.png").stat().st_size > 10_000
+
+
+def test_fig1_sweep_quantile_counts_diverged_inits_as_infinite():
+    fig1 = load_example("paper_fig1_synthetic")
+    finite = np.array([3.0, 1.0, 4.0, 1.5, 9.0, 2.6])
+    for q in (0.25, 0.5, 0.75):
+        np.testing.assert_allclose(fig1.quantile_with_divergence(finite, q),
+                                   np.percentile(finite, 100 * q))
+    some = np.array([1.0, 2.0, np.nan, 3.0, np.inf])  # sorted: 1, 2, 3, inf, inf
+    assert fig1.quantile_with_divergence(some, 0.5) == 3.0
+    assert fig1.quantile_with_divergence(some, 0.75) == np.inf
+    assert fig1.quantile_with_divergence(np.array([1.0, np.nan]), 0.5) == np.inf
+    cell = {"exact": {"final_mse_median": 1e-4}, "linear": {"final_mse_median": 1e-2}}
+    np.testing.assert_allclose(fig1.log10_median_ratio(cell), 2.0)
+    cell["linear"]["final_mse_median"] = None
+    assert fig1.log10_median_ratio(cell) == np.inf
+
+
 @pytest.mark.parametrize("arch", ["vgg", "resnet"])
 def test_binary_cifar10_smoke_on_digits(tmp_path, arch):
     binary = load_example("binary_cifar10")

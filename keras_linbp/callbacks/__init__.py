@@ -1,5 +1,39 @@
-"""Keras callbacks: backprop schedules and TensorBoard inspection."""
+"""Keras callbacks: backprop schedules and TensorBoard inspection.
 
-from keras_linbp.callbacks.gradient_flow import GradientFlow
-from keras_linbp.callbacks.saturation import SaturationHistograms
+- `BackpropSchedule`: switches a `LinearBackpropModel` between linear and
+  exact backprop by epoch (every backend).
+- `SaturationHistograms`: activation histograms and saturation fractions.
+- `GradientFlow`: loss-gradient norms per layer, exact vs linear backprop.
+
+The last two work on the TensorFlow, JAX and PyTorch backends and write
+`tf.summary` events, as `keras.callbacks.TensorBoard` does on every
+backend: on TensorFlow their probe is one `tf.function`; on JAX and
+PyTorch it runs eagerly (`jax.grad` / `torch.autograd`) and TensorFlow
+only writes the summaries. TensorFlow is imported when one of them is made
+(an `ImportError` saying what to install without it), not when this
+package or their modules are imported. The TensorBoard tags they write are
+listed in `keras_linbp.callbacks.tags`.
+"""
+
+import importlib
+
+from keras_linbp.callbacks import tags
 from keras_linbp.callbacks.schedule import BackpropSchedule
+
+__all__ = ["BackpropSchedule", "GradientFlow", "SaturationHistograms", "tags"]
+
+_PROBE_CALLBACKS = {
+    "GradientFlow": "keras_linbp.callbacks.gradient_flow",
+    "SaturationHistograms": "keras_linbp.callbacks.saturation",
+}
+
+
+def __getattr__(name):
+    module = _PROBE_CALLBACKS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keras_linbp.callbacks' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PROBE_CALLBACKS))

@@ -1,46 +1,99 @@
 """`GradientFlow`: per-layer loss-gradient norms under exact backprop and
-under linear backprop, in TensorBoard."""
+under linear backprop, in TensorBoard. Its tags are listed in
+`keras_linbp.callbacks.tags`."""
 
-import tensorflow as tf
+import keras
+import numpy as np
 
+from keras_linbp import _compat
 from keras_linbp import ops as linbp_ops
 from keras_linbp import sites as linbp_sites
-from keras_linbp.callbacks import _probe
+from keras_linbp.callbacks import _arguments
+from keras_linbp.callbacks import _base
+from keras_linbp.callbacks import _eager
+from keras_linbp.callbacks import _probe_data
+from keras_linbp.callbacks import _sites
+from keras_linbp.callbacks import _statistics
+from keras_linbp.callbacks import tags
+from keras_linbp.callbacks._tensorflow import tf
+
+__all__ = ["GradientFlow"]
 
 
-def _kernel(layer):
-    """The layer's own trainable variable named `kernel`, or None."""
-    for variable in layer._trainable_variables:
-        if variable.name == "kernel":
-            return variable
+def _kernel(site):
+    """The trainable kernel the site's activation follows, or None.
+
+    Only for sites on a layer's activation attribute (`Dense`, `Conv*`,
+    RNN cells: `f(kernel-op(x))`): a kernel-less layer (`Activation`,
+    `ReLU`, `LinearBackprop`) or an activation called inside a custom
+    `call()` has no kernel the activation follows.
+    """
+    if site.kind != "attribute":
+        return None
+    kernel = getattr(site.layer, "kernel", None)
+    if isinstance(kernel, keras.Variable) and kernel.trainable:
+        return kernel
     return None
 
 
-class GradientFlow(_probe.ProbeCallback):
+def _scale_gradient(x, scale):
+    """`x` forward; backward, the upstream gradient times `scale` (a
+    tensor: the traced probe reads the slope in force at each call)."""
+
+    @tf.custom_gradient
+    def identity(x):
+        def grad(upstream):
+            return upstream * tf.cast(scale, upstream.dtype)
+
+        return tf.identity(x), grad
+
+    return identity(x)
+
+
+def _slope_reader(model):
+    """`site -> slope` in force for the linear rule of `model`: its
+    `site_slope(site)` method, else its `slope`, else 1.0."""
+    site_slope = getattr(model, "site_slope", None)
+    if callable(site_slope):
+        return lambda site: float(site_slope(site))
+    slope = float(getattr(model, "slope", 1.0))
+    return lambda site: slope
+
+
+class GradientFlow(_base.ProbeCallback):
     """Logs how much gradient reaches each layer, exact vs linear backprop.
 
     Every `freq` epochs, on a fixed probe batch `(x, y)` and the model's
-    compiled loss (`model.compute_loss`, forward with `training=False`),
-    the callback computes the loss gradient twice -- with exact backprop
-    (every site differentiates its activation, even sites that train
-    linearly: `LinearBackprop` layers, `linbp_*` activations) and with
-    linear backprop -- whatever the model itself currently trains with.
-    The linear rule converts the sites a `LinearBackpropModel` converts
-    (its `linear_sites()` and `slope`); for any other model, the default
-    selection of `keras_linbp.sites.select_sites` (all sites but the
-    output layer's and softmax), slope 1; sites that are linear by
-    construction stay linear. Both run
-    in one `tf.function`; the results are written with `tf.summary` to
-    `<log_dir>/train`.
+    compiled loss (forward with `training=False`), the callback computes
+    the loss gradient twice -- two extra forward and backward passes, in
+    one `tf.function` on TensorFlow, eager `jax.grad` / `torch.autograd`
+    passes on JAX / PyTorch -- with exact backprop (every site differentiates its
+    activation, even sites that train linearly: `LinearBackprop` layers,
+    `linbp_*` activations) and with linear backprop, whatever the model
+    itself currently trains with. The linear rule converts the sites a
+    `LinearBackpropModel` converts (its `linear_sites()`), each with the
+    slope in force at that probe (the model's `site_slope(site)`, else its
+    `slope`: a change mid-fit or between fits is followed); for any other
+    model, the default selection of `keras_linbp.sites.select_sites` (all
+    sites but the output layer's and softmax), slope 1. Sites that fix
+    their own rule (`LinearBackprop` layers, binary signs) keep it. The
+    results are written with `tf.summary` (on every backend, as
+    `keras.callbacks.TensorBoard` does) to `<log_dir>/train`.
 
-    Tags, per activation-site layer (`<layer>` as in
-    `SaturationHistograms`):
+    Tags (`keras_linbp.callbacks.tags`), per activation-site layer
+    (`<layer>` as in `SaturationHistograms`):
 
     - `gradient_flow/<layer>/exact_norm`, `gradient_flow/<layer>/linear_norm`:
       the L2 norm of the loss gradient with respect to the layer's
       `kernel`. Layers without a kernel (`Activation`, `ReLU`,
-      `LinearBackprop`, ...) report the gradient with respect to their
-      input, the pre-activation `a`, instead.
+      `LinearBackprop`, ...) and activations called inside a custom
+      `call()` report the gradient with respect to the site's input, the
+      pre-activation `a`, instead: one entry per site, the gradient that
+      flows back through that activation (not through other uses of `a`,
+      such as a skip connection). Each summary's description says which
+      (`tags.GRADIENT_DESCRIPTIONS`). A kernel the loss does not reach (a
+      `stop_gradient` branch, an output the loss ignores, a layer before a
+      sign under exact backprop) logs 0.
     - histograms `gradient_flow/<layer>/exact_gradient`,
       `gradient_flow/<layer>/linear_gradient`.
 
@@ -49,15 +102,26 @@ class GradientFlow(_probe.ProbeCallback):
 
     Args:
         log_dir: the TensorBoard log directory.
-        data: the probe batch with labels: a tuple `(x, y[, sample_weight])`,
+        data: the probe batch with labels: a tuple `(x, y[, sample_weight])`
+            (`x` an array, or a list / dict of arrays for several inputs),
             a batched `tf.data.Dataset` or a `keras.utils.PyDataset`.
             Default: the first validation batch of `fit`, else its first
-            training batch.
-        freq: probe every `freq` epochs (the step is the epoch).
+            training batch. Generators and iterators are refused
+            (`TypeError`).
+        freq: probe every `freq` epochs (an int >= 1; the step is the epoch).
         sites: which sites to log (as in `SaturationHistograms`); the
-            linear rule always converts the default selection.
-        max_samples: use at most this many examples of the probe batch.
-        histograms: also write the gradient histograms.
+            linear rule always converts the model's own selection.
+        max_samples: use at most this many examples of the probe batch
+            (an int >= 1, or None for all).
+        histograms: also write the gradient histograms (True or False).
+
+    Raises:
+        TypeError, ValueError: for an argument outside what is listed above,
+            when the callback is made.
+        ImportError: without TensorFlow, which writes the summaries (on
+            every backend, as for `keras.callbacks.TensorBoard`).
+        NotImplementedError: on a Keras backend other than TensorFlow, JAX
+            and PyTorch.
 
     Example:
 
@@ -76,55 +140,80 @@ class GradientFlow(_probe.ProbeCallback):
         data=None,
         freq=1,
         sites=None,
-        max_samples=_probe.DEFAULT_MAX_SAMPLES,
+        max_samples=_probe_data.DEFAULT_MAX_SAMPLES,
         histograms=True,
     ):
         super().__init__(
             log_dir, data=data, freq=freq, sites=sites, max_samples=max_samples
         )
-        self.histograms = bool(histograms)
+        self.histograms = _arguments.boolean("histograms", histograms)
+        self._linear_sites = []
+        self._linear_index = {}
+        self._probe_function = None
 
     def _build(self):
-        all_sites = linbp_sites.find_activation_sites(self.model)
-        model_selection = getattr(self.model, "linear_sites", None)
-        if callable(model_selection):
-            # A LinearBackpropModel: its own selection and slope.
-            linear = model_selection()
-            slope = float(getattr(self.model, "slope", 1.0))
-        else:
-            linear = linbp_sites.select_sites(all_sites)
-            slope = 1.0
-        linear_keys = {_probe.site_key(site) for site in linear}
-        self._all_sites = all_sites
-        self._layer_tags = _probe.site_tags(self._selected, per_layer_only=True)
-        self._kernels = {
-            _probe.site_key(site): _kernel(site.layer) for site in self._selected
-        }
+        self._targets = {}  # site key -> the kernel, or None (d loss / d a)
+        per_layer = tags.site_stems(self._selected, per_layer=True)
+        self._logged = []  # (key, stem, kernel): one per layer or site
+        logged_layers = set()
+        for site, layer_stem in zip(self._selected, per_layer):
+            key = _sites.site_key(site)
+            kernel = _kernel(site)
+            self._targets[key] = kernel
+            if kernel is None:
+                self._logged.append((key, self._tags[key], None))
+            elif id(site.layer) not in logged_layers:
+                # One entry per layer (an RNN cell's two sites share a kernel).
+                logged_layers.add(id(site.layer))
+                self._logged.append((key, layer_stem, kernel))
 
         def exact(site, original):
             # Sites that fix their own rule get their plain function.
             if site.fixed_rule is not None:
-                return _probe.plain_function(site, original)
+                return _sites.plain_function(site, original)
             return original
 
-        def linear_rule(site, original):
-            if _probe.site_key(site) in linear_keys:
-                return linbp_ops.linear_backprop(original, slope=slope)
-            return original
-
-        self._exact_recorder = _probe.SiteRecorder(exact, on_input=self._watch)
-        self._linear_recorder = _probe.SiteRecorder(linear_rule, on_input=self._watch)
+        self._exact = exact
+        if self._eager:
+            # Records the inputs (their shapes) once per fit; the gradient
+            # passes take d loss / d a through a zero added at each site.
+            self._exact_recorder = _eager.EagerRecorder()
+            self._linear_recorder = self._recorder = self._exact_recorder
+            self._probe_function = None
+            return
+        self._exact_recorder = _sites.SiteRecorder(exact, on_input=self._watch, isolate=True)
+        self._linear_recorder = _sites.SiteRecorder(on_input=self._watch, isolate=True)
         self._recorder = self._exact_recorder
         self._tape = None
-        # autograph=False: the loops are over Python lists of sites.
-        self._probe_function = tf.function(self._probe_graph, autograph=False)
+        self._probe_function = None
+
+    def _prepare_fit(self):
+        # The model's linear selection, read at each fit (its options may
+        # have changed; a new selection is traced anew); the slopes are read
+        # at each probe and passed as a tensor (no retrace when they change).
+        model_selection = getattr(self.model, "linear_sites", None)
+        if callable(model_selection):
+            self._linear_sites = list(model_selection())
+        else:
+            self._linear_sites = linbp_sites.select_sites(self._all_sites)
+        linear_index = {
+            _sites.site_key(site): index for index, site in enumerate(self._linear_sites)
+        }
+        if self._eager:
+            self._linear_index = linear_index
+            self._prepare_eager()
+            return
+        if linear_index != self._linear_index or self._probe_function is None:
+            self._linear_index = linear_index
+            # autograph=False: the loops are over Python lists of sites.
+            self._probe_function = tf.function(self._probe_graph, autograph=False)
 
     def _skipped_sites(self):
         # Only kernel-less sites need their input recorded.
         return [
             site
             for site in self._exact_recorder.skipped
-            if self._kernels.get(_probe.site_key(site)) is None
+            if self._targets.get(_sites.site_key(site)) is None
         ]
 
     def _watch(self, inputs):
@@ -134,13 +223,13 @@ class GradientFlow(_probe.ProbeCallback):
 
     def _gradients(self, recorder, x, y, sample_weight):
         model = self.model
-        recorder.start()
         with linbp_sites.swap_sites(self._all_sites, recorder):
             with tf.GradientTape() as tape:
                 self._tape = tape
                 y_pred = model(x, training=False)
-                loss = model._compute_loss(
-                    x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
+                loss = _compat.compute_loss(
+                    model, x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                    training=False,
                 )
                 # Keras divides the loss by the replica count under a
                 # tf.distribute strategy; the probe runs on the whole batch.
@@ -149,48 +238,130 @@ class GradientFlow(_probe.ProbeCallback):
                 )
             self._tape = None
         targets = {}
-        for site in self._selected:
-            key = _probe.site_key(site)
-            target = self._kernels[key]
-            if target is None:
-                target = recorder.inputs.get(key)
-            if target is not None:
-                targets[key] = target
-        gradients = tape.gradient(
-            loss, targets, unconnected_gradients=tf.UnconnectedGradients.ZERO
-        )
-        return gradients
+        for key, _, kernel in self._logged:
+            if kernel is not None:
+                # The backend variable: a keras.Variable's string dtype
+                # breaks tape.gradient's zeros for unconnected targets.
+                targets[key] = kernel.value
+            elif key in recorder.inputs:
+                targets[key] = recorder.inputs[key]
+        gradients = tape.gradient(loss, targets)
+        # No path from the loss (stop_gradient, an unused output, a sign
+        # under exact backprop): the gradient is zero.
+        return {
+            key: tf.zeros_like(targets[key]) if gradient is None else gradient
+            for key, gradient in gradients.items()
+        }
 
-    def _probe_graph(self, x, y, sample_weight, step):
+    def _probe_graph(self, x, y, sample_weight, step, slopes):
+        self._exact_recorder.start()
         exact = self._gradients(self._exact_recorder, x, y, sample_weight)
+
+        def linear_rule(site, original):
+            index = self._linear_index.get(_sites.site_key(site))
+            if index is None:
+                return original
+            # linear_backprop's g <- g, then times the site's slope tensor:
+            # together g <- slope * g.
+            unit = linbp_ops.linear_backprop(original, slope=1.0)
+            slope = slopes[index]
+            return lambda a, *args, **kwargs: unit(_scale_gradient(a, slope), *args, **kwargs)
+
+        self._linear_recorder.start(replace=linear_rule)
         linear = self._gradients(self._linear_recorder, x, y, sample_weight)
-        logged_layers = set()
         with self._writer.as_default(step=step):
-            for site in self._selected:
-                key = _probe.site_key(site)
-                if key not in exact or id(site.layer) in logged_layers:
-                    continue
-                # One entry per layer (an RNN cell's two sites share a kernel).
-                logged_layers.add(id(site.layer))
-                tag = self._layer_tags[key]
-                for rule, gradient in (("exact", exact[key]), ("linear", linear[key])):
+            for key, stem, kernel in self._logged:
+                if key not in exact:
+                    continue  # a kernel-less site inside a loop
+                description = tags.GRADIENT_DESCRIPTIONS[
+                    tags.INPUT if kernel is None else tags.KERNEL
+                ]
+                for rule, gradient in ((tags.EXACT, exact[key]), (tags.LINEAR, linear[key])):
                     gradient = tf.cast(gradient, tf.float32)
                     tf.summary.scalar(
-                        f"gradient_flow/{tag}/{rule}_norm", tf.norm(gradient), step=step
+                        tags.gradient_norm(stem, rule), tf.norm(gradient), step=step,
+                        description=description,
                     )
                     if self.histograms:
                         flat = tf.reshape(gradient, [-1])
-                        _probe.write_histogram(
-                            f"gradient_flow/{tag}/{rule}_gradient",
+                        _statistics.write_histogram(
+                            tags.gradient_histogram(stem, rule),
                             flat,
                             tf.math.is_finite(flat),
                             step,
-                            _probe.DEFAULT_BUCKETS,
+                            _statistics.DEFAULT_BUCKETS,
+                            description=description,
                         )
 
+    # --- JAX and PyTorch ------------------------------------------------------
+
+    def _prepare_eager(self):
+        """The kernels and the site inputs to differentiate, from one
+        recording forward on the probe batch (the inputs' shapes are those
+        of every probe)."""
+        self._exact_recorder.start()
+        _eager.forward(self.model, self._all_sites, self._exact_recorder, self._probe_x)
+        recorded = self._exact_recorder
+        self._eager_kernels = {}
+        self._eager_inputs = {}
+        for key, _, kernel in self._logged:
+            if kernel is not None:
+                self._eager_kernels[key] = kernel
+            elif key in recorded.inputs:
+                self._eager_inputs[key] = (
+                    _eager.input_spec(recorded.inputs[key]), recorded.calls[key]
+                )
+        recorded.start()  # keep no activations alive between probes
+
+    def _eager_gradients(self, make_replacement):
+        return _eager.loss_gradients(
+            self.model, self._all_sites, make_replacement,
+            self._probe_x, self._probe_y, self._probe_sample_weight,
+            self._eager_kernels, self._eager_inputs,
+        )
+
+    def _probe_eager(self, step):
+        exact = self._eager_gradients(self._exact)
+        slope_of = _slope_reader(self.model)
+
+        def linear_rule(site, original):
+            # The rule training applies: linear_backprop at the site's slope.
+            if _sites.site_key(site) not in self._linear_index:
+                return original
+            return linbp_ops.linear_backprop(original, slope=slope_of(site))
+
+        linear = self._eager_gradients(linear_rule)
+        with self._writer.as_default(step=step):
+            for key, stem, kernel in self._logged:
+                if key not in exact:
+                    continue  # a kernel-less site inside a loop
+                description = tags.GRADIENT_DESCRIPTIONS[
+                    tags.INPUT if kernel is None else tags.KERNEL
+                ]
+                for rule, gradient in ((tags.EXACT, exact[key]), (tags.LINEAR, linear[key])):
+                    flat = np.asarray(gradient, np.float32).reshape(-1)
+                    tf.summary.scalar(
+                        tags.gradient_norm(stem, rule),
+                        np.float32(np.linalg.norm(flat.astype(np.float64))),
+                        step=step, description=description,
+                    )
+                    if self.histograms:
+                        _statistics.write_histogram(
+                            tags.gradient_histogram(stem, rule), flat, np.isfinite(flat),
+                            step, _statistics.DEFAULT_BUCKETS, description=description,
+                        )
+
+    def _slopes_now(self):
+        """The slope in force at each linear site, in `_linear_sites` order."""
+        slope_of = _slope_reader(self.model)
+        return tf.constant([slope_of(site) for site in self._linear_sites], tf.float32)
+
     def _probe(self, step):
+        if self._eager:
+            self._probe_eager(step)
+            return
         self._probe_function(
-            self._probe_x, self._probe_y, self._probe_sample_weight, step
+            self._probe_x, self._probe_y, self._probe_sample_weight, step, self._slopes_now()
         )
 
     def get_config(self):

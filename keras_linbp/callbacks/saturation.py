@@ -1,44 +1,53 @@
 """`SaturationHistograms`: activation, pre-activation and local-derivative
 histograms and saturation fractions of every activation site, in
-TensorBoard."""
+TensorBoard. Its tags are listed in `keras_linbp.callbacks.tags`."""
 
 import concurrent.futures
-import os
-import pickle
 import struct
-import subprocess
-import sys
 import time
 import warnings
 
-import tensorflow as tf
-from tensorboard.plugins.image import metadata as image_metadata
+import numpy as np
 
+from keras_linbp import _backend
 from keras_linbp import sites as linbp_sites
-from keras_linbp.callbacks import _probe
+from keras_linbp.callbacks import _arguments
+from keras_linbp.callbacks import _base
+from keras_linbp.callbacks import _eager
+from keras_linbp.callbacks import _image_renderer
+from keras_linbp.callbacks import _probe_data
+from keras_linbp.callbacks import _sites
+from keras_linbp.callbacks import _statistics
+from keras_linbp.callbacks import tags
+from keras_linbp.callbacks._tensorflow import tf
+
+__all__ = ["SaturationHistograms", "IMAGE_BINS", "IMAGE_TIME_BUDGET"]
 
 IMAGE_BINS = 50
-IMAGE_TAG = "activations/histogram_grid"
 # `image=True` draws the grid at a logged epoch only while drawing has cost
 # at most this share of the training time so far.
 IMAGE_TIME_BUDGET = 0.03
 
 
-class SaturationHistograms(_probe.ProbeCallback):
+class SaturationHistograms(_base.ProbeCallback):
     """Logs how saturated each activation site is, for TensorBoard.
 
-    Every `freq` epochs the callback runs ONE extra inference forward
+    Every `freq` epochs the callback runs one extra inference forward
     (`training=False`) on a fixed probe batch and records, for each
     activation site (see `keras_linbp.sites.find_activation_sites`; the
     output layer included), its pre-activation `a`, activation `f(a)` and
-    local derivative `|f'(a)|` (by autodiff of the plain activation). The
-    statistics are computed on device in one `tf.function` and written
-    with `tf.summary` to `<log_dir>/train` -- the directory
+    local derivative `|f'(a)|` (by autodiff of the plain activation). On
+    TensorFlow the statistics are computed on device in one `tf.function`;
+    on JAX and PyTorch the forward runs eagerly and the statistics are
+    computed in numpy. They are written with `tf.summary` (on every
+    backend, as `keras.callbacks.TensorBoard` does) to `<log_dir>/train` --
+    the directory
     `keras.callbacks.TensorBoard(log_dir)` writes its training summaries
     to, so both show as one run.
 
-    Tags (`<layer>` is the layer name; the path `outer/inner` where two
-    layers share a name):
+    Tags (`keras_linbp.callbacks.tags`; `<layer>` is the layer name, the
+    path `outer/inner` where two layers share a name, with `/<attribute>`
+    added where one layer has two sites, as an LSTM cell):
 
     - `saturation/<layer>/saturated_fraction` (bounded units: sigmoid,
       tanh, ...): the fraction with `|f'(a)| < threshold * max|f'|`.
@@ -58,7 +67,8 @@ class SaturationHistograms(_probe.ProbeCallback):
 
     Activations outside the table (`site.saturation == "unknown"`) get both
     fractions, `saturated_fraction` measured against the largest `|f'|`
-    in the probe batch.
+    in the probe batch. Sites inside a loop (RNN cells) cannot be recorded
+    and are left out, with one warning.
 
     The step is the epoch (0-based, as `keras.callbacks.TensorBoard`
     uses). With `batch_freq=N` the callback instead probes every N training
@@ -68,22 +78,32 @@ class SaturationHistograms(_probe.ProbeCallback):
     Args:
         log_dir: the TensorBoard log directory (as given to
             `keras.callbacks.TensorBoard`).
-        data: the probe batch: an array (or dict / list of arrays), a tuple
-            `(x, y[, sample_weight])`, a batched `tf.data.Dataset` or a
-            `keras.utils.PyDataset` (its first batch is used). Default:
-            the first validation batch of `fit`, else its first training
-            batch.
-        freq: probe every `freq` epochs.
+        data: the probe batch: an array or a dict of arrays (`x`); for a
+            model with several inputs, a list or tuple of one array per
+            input (`x`); a tuple `(x, y[, sample_weight])`; a batched
+            `tf.data.Dataset` or a `keras.utils.PyDataset` (its first
+            batch, read as `fit` reads it). Default: the first validation
+            batch of `fit`, else its first training batch. Generators and
+            iterators are refused (`TypeError`): reading them consumes them.
+        freq: probe every `freq` epochs (an int >= 1).
         sites: which sites to log: None (all), a list of layer names or
-            paths, a regex (matched against the path) or a callable
-            `site -> bool`. A name matching no site raises `ValueError`.
+            paths (a name matching no site raises `ValueError` listing the
+            sites), a regex (matched against the path; one matching nothing
+            gives a warning naming it) or a callable `site -> bool`.
         threshold: a bounded unit counts as saturated when
-            `|f'(a)| < threshold * max|f'|`. Default 0.1: tanh beyond
-            `|a| > 1.82`, sigmoid beyond `|a| > 3.64`.
-        max_samples: use at most this many examples of the probe batch.
-        batch_freq: if set, probe every `batch_freq` training batches
-            instead of at epoch ends.
-        buckets: number of histogram buckets.
+            `|f'(a)| < threshold * max|f'|`, in (0, 1). Default 0.1: tanh
+            beyond `|a| > 1.82`, sigmoid beyond `|a| > 3.64`.
+        max_samples: use at most this many examples of the probe batch
+            (an int >= 1, or None for all).
+        batch_freq: if set (an int >= 1), probe every `batch_freq` training
+            batches instead of at epoch ends. Callbacks run between
+            executions, so with `compile(steps_per_execution=S)` it must be
+            a multiple of S (else `ValueError` at the start of `fit`); a
+            probe runs at the first execution end at or past each multiple
+            of `batch_freq` (later than the multiple only after a partial
+            last execution of an epoch), and its step is the number of
+            batches trained when it ran.
+        buckets: number of histogram buckets (an int >= 1).
         image: the histogram-grid image. `True` (default): at every probe,
             as long as drawing has cost at most 3 % of the training time so
             far (`IMAGE_TIME_BUDGET`) -- matplotlib needs 0.1-0.2 s of CPU
@@ -91,9 +111,18 @@ class SaturationHistograms(_probe.ProbeCallback):
             within that budget, on longer ones it draws every probe. An int
             N: exactly every N-th probe (the first included), whatever it
             costs. `False`: never. The image is drawn in a separate
-            low-priority process (started at the first image, ended with
-            `fit`), so training neither waits for it nor shares the GIL with
-            it. All images are written by the end of `fit`.
+            low-priority process (started at the first image), so training
+            neither waits for it nor shares the GIL with it. All images are
+            written, and the process ended, when `fit` ends -- also when it
+            raises or is interrupted (then within a fraction of a second).
+
+    Raises:
+        TypeError, ValueError: for an argument outside what is listed above,
+            when the callback is made.
+        ImportError: without TensorFlow, which writes the summaries (on
+            every backend, as for `keras.callbacks.TensorBoard`).
+        NotImplementedError: on a Keras backend other than TensorFlow, JAX
+            and PyTorch.
 
     Example:
 
@@ -114,10 +143,10 @@ class SaturationHistograms(_probe.ProbeCallback):
         data=None,
         freq=1,
         sites=None,
-        threshold=_probe.DEFAULT_THRESHOLD,
-        max_samples=_probe.DEFAULT_MAX_SAMPLES,
+        threshold=_statistics.DEFAULT_THRESHOLD,
+        max_samples=_probe_data.DEFAULT_MAX_SAMPLES,
         batch_freq=None,
-        buckets=_probe.DEFAULT_BUCKETS,
+        buckets=_statistics.DEFAULT_BUCKETS,
         image=True,
     ):
         super().__init__(
@@ -128,16 +157,18 @@ class SaturationHistograms(_probe.ProbeCallback):
             max_samples=max_samples,
             batch_freq=batch_freq,
         )
-        if not 0.0 < float(threshold) < 1.0:
-            raise ValueError(f"`threshold` must be in (0, 1); got {threshold}.")
-        self.threshold = float(threshold)
-        self.buckets = int(buckets)
+        self.threshold = _arguments.open_unit_interval(
+            "threshold", threshold, meaning=" (a share of max|f'|)"
+        )
+        self.buckets = _arguments.positive_int(
+            "buckets", buckets, meaning=" (histogram buckets)"
+        )
         if isinstance(image, bool):
             self.image = image
-        elif isinstance(image, int) and image >= 1:
-            self.image = int(image)
         else:
-            raise ValueError(f"`image` must be True, False or an int >= 1; got {image!r}.")
+            self.image = _arguments.positive_int(
+                "image", image, meaning=" (every N-th probe), True or False"
+            )
         self._probes_done = 0
         self._image_warned = False
         self._image_executor = None
@@ -150,19 +181,59 @@ class SaturationHistograms(_probe.ProbeCallback):
         self._fit_started = None
 
     def _build(self):
-        self._recorder = _probe.SiteRecorder()
+        self._recorder = _eager.EagerRecorder() if self._eager else _sites.SiteRecorder()
         self._plain = {}
         self._kinds = {}
         for site in self._selected:
-            key = _probe.site_key(site)
-            plain = _probe.plain_function(site, linbp_sites.original_function(site))
+            key = _sites.site_key(site)
+            plain = _sites.plain_function(site, linbp_sites.original_function(site))
             self._plain[key] = plain
-            self._kinds[key] = _probe.saturation_kind(site, plain)
+            self._kinds[key] = _sites.saturation_kind(site, plain)
         self._kind_names = {
             self._tags[key]: kind for key, (kind, _) in self._kinds.items()
         }
-        # autograph=False: the loops are over Python lists of sites.
-        self._probe_function = tf.function(self._probe_graph, autograph=False)
+        if self._eager:
+            self._probe_function = self._probe_eager
+        else:
+            # autograph=False: the loops are over Python lists of sites.
+            self._probe_function = tf.function(self._probe_graph, autograph=False)
+
+    def _probe_eager(self, x, step):
+        """The probe on JAX and PyTorch: an eager forward recording the
+        sites' inputs; `f(a)` and `|f'(a)|` (the backend's autodiff of the
+        plain function) per site; the statistics in numpy."""
+        _eager.forward(self.model, self._selected, self._recorder, x)
+        image_counts = {}
+        with self._writer.as_default(step=step):
+            for site in self._selected:
+                key = _sites.site_key(site)
+                if key not in self._recorder.inputs:
+                    continue
+                a = self._recorder.inputs[key]
+                args, kwargs = self._recorder.extra_args[key]
+                plain = self._plain[key]
+                kind, max_derivative = self._kinds[key]
+                with _eager.no_gradients():
+                    h = _eager.to_numpy(plain(a, *args, **kwargs))
+                d = None
+                if kind != "softmax":
+                    d = abs(_backend.elementwise_derivative(plain, a, args, kwargs))
+                scalars, values, valid = _statistics.site_statistics_numpy(
+                    _eager.to_numpy(a), h, d, kind, max_derivative, self.threshold
+                )
+                stem = self._tags[key]
+                for name, value in scalars.items():
+                    tf.summary.scalar(tags.saturation_scalar(stem, name), value, step=step)
+                for name, value in values.items():
+                    _statistics.write_histogram(
+                        tags.activation_histogram(stem, name), value, valid, step,
+                        self.buckets,
+                    )
+                if self.image:
+                    image_counts[stem] = _statistics.image_histogram_numpy(
+                        values[tags.ACTIVATION], valid, IMAGE_BINS
+                    )
+        return image_counts
 
     def _probe_graph(self, x, step):
         self._recorder.start()
@@ -171,7 +242,7 @@ class SaturationHistograms(_probe.ProbeCallback):
         image_counts = {}
         with self._writer.as_default(step=step):
             for site in self._selected:
-                key = _probe.site_key(site)
+                key = _sites.site_key(site)
                 if key not in self._recorder.inputs:
                     continue
                 a = self._recorder.inputs[key]
@@ -181,22 +252,23 @@ class SaturationHistograms(_probe.ProbeCallback):
                 if kind == "softmax":
                     h, d = plain(a, *args, **kwargs), None
                 else:
-                    h, d = _probe.local_derivative(
+                    h, d = _statistics.local_derivative(
                         lambda t: plain(t, *args, **kwargs), a
                     )
-                scalars, values, valid = _probe.site_statistics(
+                scalars, values, valid = _statistics.site_statistics(
                     a, h, d, kind, max_derivative, self.threshold
                 )
-                tag = self._tags[key]
+                stem = self._tags[key]
                 for name, value in scalars.items():
-                    tf.summary.scalar(f"saturation/{tag}/{name}", value, step=step)
+                    tf.summary.scalar(tags.saturation_scalar(stem, name), value, step=step)
                 for name, value in values.items():
-                    _probe.write_histogram(
-                        f"activations/{tag}/{name}", value, valid, step, self.buckets
+                    _statistics.write_histogram(
+                        tags.activation_histogram(stem, name), value, valid, step,
+                        self.buckets,
                     )
                 if self.image:
-                    image_counts[tag] = _probe.image_histogram(
-                        values["activation"], valid, IMAGE_BINS
+                    image_counts[stem] = _statistics.image_histogram(
+                        values[tags.ACTIVATION], valid, IMAGE_BINS
                     )
         return image_counts
 
@@ -206,11 +278,11 @@ class SaturationHistograms(_probe.ProbeCallback):
         if self.image and image_counts and not self._images_failed and self._image_due():
             # Only the small bucket-count arrays leave the device. The figure
             # (~0.15 s of matplotlib) is rendered in a separate process
-            # (`_ImageRenderer`), waited for on a worker thread, so training
+            # (`ImageRenderer`), waited for on a worker thread, so training
             # neither waits for it nor competes with it for the GIL.
             histograms = {
-                tag: (counts.numpy(), edges.numpy())
-                for tag, (counts, edges) in image_counts.items()
+                stem: (np.asarray(counts), np.asarray(edges))
+                for stem, (counts, edges) in image_counts.items()
             }
             if self._image_executor is None:
                 self._image_executor = concurrent.futures.ThreadPoolExecutor(
@@ -220,8 +292,7 @@ class SaturationHistograms(_probe.ProbeCallback):
                 self._image_executor.submit(self._write_image, histograms, int(step))
             )
 
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
+    def _prepare_fit(self):
         self._fit_started = time.perf_counter()
 
     def _image_due(self):
@@ -235,7 +306,7 @@ class SaturationHistograms(_probe.ProbeCallback):
     def _write_image(self, histograms, step):
         started = time.perf_counter()
         if self._renderer is None:
-            self._renderer = _ImageRenderer()
+            self._renderer = _image_renderer.ImageRenderer()
         try:
             png = self._renderer.render(
                 {"histograms": histograms, "kinds": self._kind_names, "step": step}
@@ -249,10 +320,12 @@ class SaturationHistograms(_probe.ProbeCallback):
         # Written as TensorBoard's image plugin stores it (width, height,
         # PNG bytes), straight from the rendered PNG: `tf.summary.image`
         # would decode and re-encode it on TF's threads, stalling training.
+        from tensorboard.plugins.image import metadata as image_metadata
+
         width, height = struct.unpack(">II", png[16:24])  # the PNG IHDR chunk
         with self._writer.as_default(step=step):
             tf.summary.write(
-                IMAGE_TAG,
+                tags.HISTOGRAM_GRID,
                 tf.constant([str(width).encode(), str(height).encode(), png]),
                 step=step,
                 metadata=image_metadata.create_summary_metadata(
@@ -261,25 +334,24 @@ class SaturationHistograms(_probe.ProbeCallback):
             )
         return None
 
-    def _finish_images(self):
-        """Waits for pending image renders; warns once about a failure."""
+    def _finish_fit(self):
+        # However the fit ended (possibly on the fit watch's thread): the
+        # pending images are written, the worker and the process ended.
+        if self._fit_started is not None:
+            self._trained_seconds += time.perf_counter() - self._fit_started
+            self._fit_started = None
         futures, self._image_futures = self._image_futures, []
         for future in futures:
             problem = future.result()
             if problem and not self._image_warned:
                 self._image_warned = True
-                warnings.warn(f"SaturationHistograms: {problem}.", stacklevel=3)
-
-    def on_train_end(self, logs=None):
-        self._trained_seconds += time.perf_counter() - self._fit_started
-        self._finish_images()
+                warnings.warn(f"SaturationHistograms: {problem}.", stacklevel=4)
         if self._image_executor is not None:
             self._image_executor.shutdown(wait=True)
             self._image_executor = None
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
-        super().on_train_end(logs)
 
     def get_config(self):
         return {
@@ -292,51 +364,3 @@ class SaturationHistograms(_probe.ProbeCallback):
             "buckets": self.buckets,
             "image": self.image,
         }
-
-
-class _ImageRenderer:
-    """A child process running `keras_linbp.plotting.serve()`, started with
-    only `plotting.py` loaded (no TensorFlow), at lowered priority."""
-
-    _BOOT = (
-        "import importlib.util, sys\n"
-        "spec = importlib.util.spec_from_file_location('_keras_linbp_plotting', sys.argv[1])\n"
-        "module = importlib.util.module_from_spec(spec)\n"
-        "spec.loader.exec_module(module)\n"
-        "module.serve()\n"
-    )
-
-    def __init__(self):
-        from keras_linbp import plotting
-
-        self._plotting = plotting
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", self._BOOT, os.path.abspath(plotting.__file__)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-
-    def render(self, request):
-        """PNG bytes of `plotting.activation_histogram_grid_png(**request)`.
-
-        Raises:
-            RuntimeError: if the child failed (e.g. no matplotlib).
-        """
-        try:
-            self._plotting.write_frame(self._process.stdin, pickle.dumps(request))
-            reply = self._plotting.read_frame(self._process.stdout)
-        except (BrokenPipeError, OSError) as error:
-            raise RuntimeError(f"the render process failed: {error}") from error
-        if reply is None:
-            raise RuntimeError("the render process exited")
-        if reply[:1] != b"P":
-            raise RuntimeError(reply[1:].decode(errors="replace"))
-        return reply[1:]
-
-    def close(self):
-        try:
-            self._process.stdin.close()
-            self._process.wait(timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            self._process.kill()
-            self._process.wait()

@@ -6,6 +6,8 @@ import keras
 from keras_linbp.models import BACKPROP_MODES
 from keras_linbp.models import LinearBackpropModel
 
+__all__ = ["BackpropSchedule"]
+
 
 class BackpropSchedule(keras.callbacks.Callback):
     """Sets `model.backprop` at the start of every epoch.
@@ -42,8 +44,10 @@ class BackpropSchedule(keras.callbacks.Callback):
             )
         if isinstance(schedule, int) and schedule < 0:
             raise ValueError(f"`schedule` must be >= 0 epochs, got {schedule}.")
+        if verbose not in (0, 1) or isinstance(verbose, float):
+            raise ValueError(f"`verbose` must be 0 or 1 (or False / True); got {verbose!r}.")
         self.schedule = schedule
-        self.verbose = verbose
+        self.verbose = int(verbose)
 
     def backprop_for_epoch(self, epoch):
         """The rule (`"linear"` or `"exact"`) for a 0-based epoch."""

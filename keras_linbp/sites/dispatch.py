@@ -203,35 +203,35 @@ def uninstall_attribute(layer, attribute):
                 object.__setattr__(layer, attribute, original)
 
 
+def _each_op():
+    """`(module, name, key)` of every re-routed backend function."""
+    modules = _compat.backend_op_modules()
+    for module_name, names in OP_FUNCTIONS.items():
+        for name in names:
+            yield modules[module_name], name, ("op", module_name, name)
+
+
 def install_ops():
     """Puts dispatchers on the backend activation functions (counted)."""
-    modules = _compat.backend_op_modules()
     with _lock:
-        for module_name, names in OP_FUNCTIONS.items():
-            module = modules[module_name]
-            for name in names:
-                key = ("op", module_name, name)
-                record = _installed.get(key)
-                if record is None:
-                    original = getattr(module, name)
-                    dispatcher = _make_op_dispatcher(name, original)
-                    record = _installed[key] = [original, dispatcher, 0, module]
-                    setattr(module, name, dispatcher)
-                record[2] += 1
+        for module, name, key in _each_op():
+            record = _installed.get(key)
+            if record is None:
+                original = getattr(module, name)
+                dispatcher = _make_op_dispatcher(name, original)
+                record = _installed[key] = [original, dispatcher, 0, module]
+                setattr(module, name, dispatcher)
+            record[2] += 1
 
 
 def uninstall_ops():
-    modules = _compat.backend_op_modules()
     with _lock:
-        for module_name, names in OP_FUNCTIONS.items():
-            module = modules[module_name]
-            for name in names:
-                key = ("op", module_name, name)
-                record = _installed[key]
-                record[2] -= 1
-                if record[2] == 0:
-                    del _installed[key]
-                    setattr(module, name, record[0])
+        for module, name, key in _each_op():
+            record = _installed[key]
+            record[2] -= 1
+            if record[2] == 0:
+                del _installed[key]
+                setattr(module, name, record[0])
 
 
 def op_original(op):

@@ -1,0 +1,453 @@
+"""Linear backprop on real architectures: sites, step memory and step time.
+
+For four keras.applications convnets (MobileNetV2, ResNet50, EfficientNetB0,
+ConvNeXtTiny: random weights, 64x64x3 inputs, `classes=10`, logits head,
+batch 16) and five keras-hub backbones (GPT2, BERT, ViT, Gemma, Llama:
+random weights, 4 layers, hidden 256, intermediate 1024 -- Gemma 2048, as
+its gated feed-forward splits it in two -- sequence 128, vocabulary 1000,
+built from their classes with no preset; the mean of the sequence output ->
+`Dense(10)`, batch 8), each trained with sparse categorical cross-entropy
+on logits, reports:
+
+- `linear_sites`: `len(LinearBackpropModel.from_model(model).linear_sites())`
+  with the default options (output layer and softmax sites exact);
+- `peak_mib`: the working memory of one training step, exact (a plain
+  `keras.Model`) vs linear (`LinearBackpropModel.from_model` of it: the same
+  layers and weights), with the method of `benchmarks/step_time.py` (its
+  `tf_step_memory_mib`: TF allocator peak during one `train_on_batch` minus the
+  memory in use just before it, TF graph mode, median of 3 steps after a
+  tracing step); one set of weights alive at a time;
+- `step_time_linear_over_exact`: the median over interleaved rounds of the
+  ratio of process CPU time per step, linear / exact, with TF pinned to one
+  intra-op and one inter-op thread; the order of the variants rotates each
+  round. A second, separately traced plain model over the same layers gives
+  the A/A noise floors: `step_time_exact_over_exact` and
+  `memory_exact_over_exact` (exact / exact: the allocator's peak moves by a
+  few percent between two traces of the same step).
+
+Every variant uses SGD with learning rate 0: each timed step then does the
+same arithmetic on the same weights (linear backprop at slope 1 makes SGD
+diverge on the deep batch-normalised convnets, and NaNs would change what a
+step costs). The learning rate changes neither the ops nor their memory.
+
+keras-hub is an optional extra (`pip install -e ".[hub]"`): without it the
+keras-hub models are skipped with a message.
+
+    python benchmarks/real_models.py --out results/real_models
+    python benchmarks/real_models.py --out /tmp/real --models GPT2 Gemma
+    python benchmarks/real_models.py --out /tmp/real_quick --quick   # seconds
+"""
+
+import argparse
+import gc
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import step_time  # noqa: E402  (the method: thread pinning, memory probe)
+
+# Before any op runs and before Keras is imported: the TensorFlow backend
+# (whatever KERAS_BACKEND says), one intra-op and one inter-op thread.
+step_time.setup_backend("tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+tf.get_logger().setLevel("ERROR")
+# The head reads only the sequence output: BERT's pooler and Gemma's tied
+# reverse embedding get no gradient, in both modes alike.
+warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
+
+import keras_linbp  # noqa: E402
+from keras_linbp import LinearBackpropModel  # noqa: E402
+
+CLASSES = 10
+IMAGE_SIDE = 64
+IMAGE_BATCH = 16
+SEQUENCE_LENGTH = 128
+TEXT_BATCH = 8
+VOCABULARY = 1000
+HUB_CONFIG = {"num_layers": 4, "hidden_dim": 256, "intermediate_dim": 1024, "num_heads": 4}
+
+APPLICATIONS = ("MobileNetV2", "ResNet50", "EfficientNetB0", "ConvNeXtTiny")
+HUB_MODELS = ("GPT2", "BERT", "ViT", "Gemma", "Llama")
+QUICK_MODELS = ("TinyCNN",)
+
+# Issue 8's targets for linear / exact step memory (None: measured only).
+TARGETS = {
+    "Gemma": 0.72,
+    "GPT2": 0.66,
+    "BERT": 0.62,
+    "ViT": 0.72,
+    "ConvNeXtTiny": 0.82,
+    "EfficientNetB0": 0.78,
+}
+
+FULL = {"repeats": 7, "block_seconds": 1.0, "memory_steps": 3}
+QUICK = {"repeats": 3, "block_seconds": 0.05, "memory_steps": 3}
+
+
+# --- models -------------------------------------------------------------------
+
+
+def _image_batch(batch, side=IMAGE_SIDE, seed=0):
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.normal(size=(batch, side, side, 3)), tf.float32)
+    y = tf.constant(rng.integers(0, CLASSES, size=(batch,)), tf.int64)
+    return x, y
+
+
+def _application(name):
+    def build():
+        constructor = getattr(keras.applications, name)
+        model = constructor(
+            weights=None,
+            input_shape=(IMAGE_SIDE, IMAGE_SIDE, 3),
+            classes=CLASSES,
+            classifier_activation=None,
+        )
+        return model, _image_batch(IMAGE_BATCH)
+
+    return build
+
+
+def _tiny_cnn():
+    """The `--quick` model: two conv sites (relu, gelu), one dense (tanh)."""
+    inputs = keras.Input((32, 32, 3))
+    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    h = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="gelu")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    h = keras.layers.Dense(16, activation="tanh")(h)
+    model = keras.Model(inputs, keras.layers.Dense(CLASSES)(h), name="tiny_cnn")
+    return model, _image_batch(32, side=32)
+
+
+def _with_sequence_head(backbone, name):
+    """backbone -> mean over the sequence of its sequence output -> Dense(10)."""
+    inputs = keras.tree.map_structure(
+        lambda spec: keras.Input(spec.shape[1:], dtype=spec.dtype, name=spec.name),
+        backbone.input,
+    )
+    outputs = backbone(inputs)
+    if isinstance(outputs, dict):
+        outputs = outputs["sequence_output"]
+    pooled = keras.layers.GlobalAveragePooling1D(name="mean_over_sequence")(outputs)
+    logits = keras.layers.Dense(CLASSES, name="head")(pooled)
+    return keras.Model(inputs, logits, name=name)
+
+
+def _token_batch(input_names, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (TEXT_BATCH, SEQUENCE_LENGTH)
+    x = {}
+    for name in input_names:
+        if name == "token_ids":
+            x[name] = tf.constant(rng.integers(0, VOCABULARY, size=shape), tf.int32)
+        elif name == "padding_mask":
+            x[name] = tf.ones(shape, tf.int32)
+        elif name == "segment_ids":
+            x[name] = tf.zeros(shape, tf.int32)
+        else:
+            raise ValueError(f"unexpected backbone input {name!r}")
+    y = tf.constant(rng.integers(0, CLASSES, size=(TEXT_BATCH,)), tf.int64)
+    return x, y
+
+
+def _hub_backbone(name):
+    import keras_hub  # optional extra; ImportError is handled by the caller
+
+    c = HUB_CONFIG
+    if name == "GPT2":
+        return keras_hub.models.GPT2Backbone(
+            vocabulary_size=VOCABULARY, num_layers=c["num_layers"], num_heads=c["num_heads"],
+            hidden_dim=c["hidden_dim"], intermediate_dim=c["intermediate_dim"],
+            max_sequence_length=SEQUENCE_LENGTH,
+        )
+    if name == "BERT":
+        return keras_hub.models.BertBackbone(
+            vocabulary_size=VOCABULARY, num_layers=c["num_layers"], num_heads=c["num_heads"],
+            hidden_dim=c["hidden_dim"], intermediate_dim=c["intermediate_dim"],
+            max_sequence_length=SEQUENCE_LENGTH,
+        )
+    if name == "ViT":
+        # 64x128 images in 8x8 patches: 128 patches (+ the class token).
+        return keras_hub.models.ViTBackbone(
+            image_shape=(IMAGE_SIDE, 2 * IMAGE_SIDE, 3), patch_size=8,
+            num_layers=c["num_layers"], num_heads=c["num_heads"],
+            hidden_dim=c["hidden_dim"], mlp_dim=c["intermediate_dim"],
+        )
+    if name == "Gemma":
+        # GemmaDecoderBlock splits intermediate_dim into gate and up halves.
+        return keras_hub.models.GemmaBackbone(
+            vocabulary_size=VOCABULARY, num_layers=c["num_layers"],
+            num_query_heads=c["num_heads"], num_key_value_heads=c["num_heads"],
+            hidden_dim=c["hidden_dim"], intermediate_dim=2 * c["intermediate_dim"],
+            head_dim=c["hidden_dim"] // c["num_heads"],
+        )
+    if name == "Llama":
+        return keras_hub.models.LlamaBackbone(
+            vocabulary_size=VOCABULARY, num_layers=c["num_layers"],
+            num_query_heads=c["num_heads"], num_key_value_heads=c["num_heads"],
+            hidden_dim=c["hidden_dim"], intermediate_dim=c["intermediate_dim"],
+        )
+    raise ValueError(name)
+
+
+def _hub(name):
+    def build():
+        backbone = _hub_backbone(name)
+        model = _with_sequence_head(backbone, name.lower())
+        if name == "ViT":
+            rng = np.random.default_rng(0)
+            images = rng.normal(size=(TEXT_BATCH, IMAGE_SIDE, 2 * IMAGE_SIDE, 3))
+            x = tf.constant(images, tf.float32)
+            y = tf.constant(rng.integers(0, CLASSES, size=(TEXT_BATCH,)), tf.int64)
+            return model, (x, y)
+        return model, _token_batch(list(model.input))
+
+    return build
+
+
+BUILDERS = {name: _application(name) for name in APPLICATIONS}
+BUILDERS.update({name: _hub(name) for name in HUB_MODELS})
+BUILDERS["TinyCNN"] = _tiny_cnn
+
+
+def hub_available():
+    try:
+        import keras_hub  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --- measurement --------------------------------------------------------------
+
+
+def _compile(model):
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def _memory(model, x, y, steps):
+    model.train_on_batch(x, y)  # trace outside the measurement
+    return statistics.median(step_time.tf_step_memory_mib(model, x, y) for _ in range(steps))
+
+
+def _ratio(numerator, denominator):
+    return round(numerator / denominator, 4) if denominator > 0 else None
+
+
+def measure(name, config):
+    """Sites, step memory and step time of one model (the only one alive)."""
+    keras.backend.clear_session()
+    gc.collect()
+    keras.utils.set_random_seed(0)
+    started = time.perf_counter()
+    base, (x, y) = BUILDERS[name]()
+    build_seconds = time.perf_counter() - started
+
+    # Memory: the plain model first, alone.
+    exact = _compile(base)
+    peak_exact = _memory(exact, x, y, config["memory_steps"])
+    # The linear model shares base's layers and weights: still one set.
+    linear = _compile(LinearBackpropModel.from_model(base))
+    linear_sites = linear.linear_sites()
+    all_sites = linear.activation_sites()
+    peak_linear = _memory(linear, x, y, config["memory_steps"])
+
+    # A second plain model over the same layers, traced separately, is the
+    # A/A control, for memory (how much the allocator's peak moves between
+    # two traces of the same step) and for time.
+    exact_again = _compile(keras.Model(base.inputs, base.outputs, name=f"{base.name}_again"))
+    peak_exact_again = _memory(exact_again, x, y, config["memory_steps"])
+    models = {"exact": exact, "exact_again": exact_again, "linear": linear}
+    slowest = 0.0
+    for model in models.values():
+        logs = model.train_on_batch(x, y)
+        start = time.process_time()
+        model.train_on_batch(x, y)
+        slowest = max(slowest, time.process_time() - start)
+    steps = max(1, int(round(config["block_seconds"] / max(slowest, 1e-4))))
+    cpu = {variant: [] for variant in models}
+    order = list(models)
+    for round_index in range(config["repeats"]):
+        shift = round_index % len(order)
+        for variant in order[shift:] + order[:shift]:
+            start = time.process_time()
+            for _ in range(steps):
+                logs = models[variant].train_on_batch(x, y)
+            cpu[variant].append(1000.0 * (time.process_time() - start) / steps)
+            if not np.all(np.isfinite(logs)):
+                raise FloatingPointError(f"{name} {variant}: non-finite loss {logs}")
+
+    def paired_ratio(numerator, denominator):
+        return round(statistics.median(a / b for a, b in zip(cpu[numerator], cpu[denominator])), 4)
+
+    result = {
+        "model": name,
+        "parameters": int(base.count_params()),
+        "activation_sites": len(all_sites),
+        "linear_sites": len(linear_sites),
+        "peak_mib": {
+            "exact": round(peak_exact, 2),
+            "linear": round(peak_linear, 2),
+            "exact_again": round(peak_exact_again, 2),
+        },
+        # TF's CPU allocator counts in coarse chunks: a tiny step can read 0.
+        "linear_over_exact": _ratio(peak_linear, peak_exact),
+        "memory_exact_over_exact": _ratio(peak_exact_again, peak_exact),
+        "step_time_linear_over_exact": paired_ratio("linear", "exact"),
+        "step_time_exact_over_exact": paired_ratio("exact_again", "exact"),
+        "cpu_ms_per_step": {v: round(statistics.median(t), 2) for v, t in cpu.items()},
+        "steps_per_block": steps,
+        "target_linear_over_exact": TARGETS.get(name),
+        "seconds": round(time.perf_counter() - started, 1),
+        "build_seconds": round(build_seconds, 1),
+    }
+    del exact, exact_again, linear, base, models
+    keras.backend.clear_session()
+    gc.collect()
+    return result
+
+
+# --- reporting ----------------------------------------------------------------
+
+
+def markdown_table(results):
+    lines = [
+        "| model | linear sites | step memory exact (MiB) | linear (MiB) | linear / exact "
+        "| target | memory A/A | step time linear / exact | time A/A |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for row in results["models"]:
+        target = row["target_linear_over_exact"]
+        ratio = row["linear_over_exact"]
+        ratio_text = "n/a" if ratio is None else f"{ratio:.2f}"
+        if target is None or ratio is None:
+            verdict = "measured"
+        else:
+            verdict = f"≤ {target:.2f} {'met' if ratio <= target else 'missed'}"
+        same = row["memory_exact_over_exact"]
+        lines.append(
+            f"| {row['model']} | {row['linear_sites']} | {row['peak_mib']['exact']:.1f} "
+            f"| {row['peak_mib']['linear']:.1f} | {ratio_text} | {verdict} "
+            f"| {'n/a' if same is None else f'{same:.2f}'} "
+            f"| {row['step_time_linear_over_exact']:.2f} "
+            f"| {row['step_time_exact_over_exact']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="directory for results.json and table.md")
+    parser.add_argument("--quick", action="store_true", help="one tiny model, seconds (smoke test)")
+    parser.add_argument(
+        "--models", nargs="+", default=None, choices=sorted(BUILDERS),
+        help="models to measure (default: all nine; with --quick: TinyCNN)",
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved timing rounds")
+    args = parser.parse_args(argv)
+    config = dict(QUICK if args.quick else FULL)
+    if args.repeats is not None:
+        config["repeats"] = args.repeats
+    names = list(args.models or (QUICK_MODELS if args.quick else APPLICATIONS + HUB_MODELS))
+
+    skipped = []
+    if any(name in HUB_MODELS for name in names) and not hub_available():
+        skipped = [name for name in names if name in HUB_MODELS]
+        print(
+            f"keras-hub is not installed: skipping {', '.join(skipped)} "
+            '(pip install -e ".[hub]")',
+            flush=True,
+        )
+        names = [name for name in names if name not in skipped]
+
+    started = time.perf_counter()
+    results = {"models": []}
+    for name in names:
+        row = measure(name, config)
+        results["models"].append(row)
+        print(
+            f"{name}: {row['linear_sites']} linear sites, memory linear/exact "
+            f"{row['linear_over_exact']} ({row['peak_mib']['linear']:.1f} / "
+            f"{row['peak_mib']['exact']:.1f} MiB), time linear/exact "
+            f"{row['step_time_linear_over_exact']:.3f} "
+            f"(A/A {row['step_time_exact_over_exact']:.3f}), "
+            f"{row['seconds']} s",
+            flush=True,
+        )
+    def floor(key):
+        per_model = {row["model"]: row[key] for row in results["models"]}
+        deviations = [abs(v - 1.0) for v in per_model.values() if v is not None]
+        return {
+            "per_model": per_model,
+            "max_abs_deviation": round(max(deviations), 4) if deviations else None,
+        }
+
+    results["noise_floor"] = {
+        "what": "A/A: exact / exact between two separately traced plain models over the "
+        "same layers (time: median over interleaved rounds of CPU-time ratios; memory: "
+        "ratio of step working memories); per model, and the largest |ratio - 1|",
+        "time": floor("step_time_exact_over_exact"),
+        "memory": floor("memory_exact_over_exact"),
+    }
+    results["skipped"] = skipped
+    results["command"] = " ".join(
+        ["python", os.path.relpath(__file__)] + (sys.argv[1:] if argv is None else list(argv))
+    )
+    hub_version = None
+    if hub_available():
+        import keras_hub
+
+        hub_version = keras_hub.__version__
+    results["config"] = {
+        "quick": args.quick,
+        **config,
+        "image": {"side": IMAGE_SIDE, "batch": IMAGE_BATCH},
+        "hub": {**HUB_CONFIG, "sequence_length": SEQUENCE_LENGTH, "vocabulary_size": VOCABULARY,
+                "batch": TEXT_BATCH, "gemma_intermediate_dim": 2 * HUB_CONFIG["intermediate_dim"],
+                "vit": {"image_shape": [IMAGE_SIDE, 2 * IMAGE_SIDE, 3], "patch_size": 8}},
+        "optimizer": "SGD(learning_rate=0.0)",
+        "loss": "sparse categorical cross-entropy on logits",
+        "threads": {"intra_op": 1, "inter_op": 1},
+        "memory_device": "GPU:0" if step_time.ON_GPU else "CPU:0",
+        "memory_method": "benchmarks/step_time.py tf_step_memory_mib, median of memory_steps steps",
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "keras_hub": hub_version,
+        "keras_linbp": keras_linbp.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    table = markdown_table(results)
+    results["markdown_table"] = table
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(args.out, "table.md"), "w") as f:
+        f.write(f"`{results['command']}`\n\n{table}\n")
+    print()
+    print(table)
+    print(f"\n{results['command']}\nwrote {os.path.join(args.out, 'results.json')} in "
+          f"{results['config']['seconds']} s")
+    return results
+
+
+if __name__ == "__main__":
+    main()

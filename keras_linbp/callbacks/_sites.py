@@ -1,0 +1,180 @@
+"""The sites a callback inspects, and the recorder that keeps their inputs.
+
+Uses only the public API of `keras_linbp.sites`: `find_activation_sites`,
+`select_sites`, `swap_sites` (through the callers) and the site fields.
+"""
+
+import warnings
+
+from keras_linbp import activations as linbp_activations
+from keras_linbp import layers as linbp_layers
+from keras_linbp import sites as linbp_sites
+from keras_linbp.callbacks._tensorflow import tf
+
+
+def site_key(site):
+    """Identifies a site across `find_activation_sites` calls."""
+    return (id(site.layer), site.attribute, site.path)
+
+
+def _describe_selection(sites):
+    if isinstance(sites, str):
+        return f"the pattern {sites!r}"
+    return f"the callable {getattr(sites, '__name__', repr(sites))}"
+
+
+def choose_sites(model, sites, owner):
+    """`(all_sites, selected)`: every activation site of `model` and the
+    ones to inspect -- all (output and softmax included, and sites that
+    are already linear) or those `sites` picks, as
+    `keras_linbp.sites.select_sites` reads it. Warns (once per call) when
+    nothing is selected, saying why.
+
+    Raises:
+        ValueError: if a name in a list `sites` matches no site; the
+            message lists the model's sites.
+    """
+    all_sites = linbp_sites.find_activation_sites(model)
+    paths = [site.path for site in all_sites]
+    if not all_sites:
+        warnings.warn(
+            f"{owner}: the model {model.name!r} has no activation sites to "
+            "inspect; nothing will be logged.",
+            stacklevel=3,
+        )
+        return all_sites, []
+    if sites is None:
+        return all_sites, list(all_sites)
+    if isinstance(sites, (list, tuple)):
+        # Names as select_sites reads them: site path, layer path, layer name.
+        known = set(paths)
+        for site in all_sites:
+            known |= {site.name, getattr(site, "layer_path", site.path)}
+        missing = [name for name in sites if name not in known]
+        if missing:
+            raise ValueError(
+                f"{owner}: `sites` names {missing}, which match no activation "
+                f"site of the model {model.name!r}. Its activation sites: {paths}."
+            )
+    with warnings.catch_warnings():
+        # The warning below says the same, naming the callback.
+        warnings.filterwarnings("ignore", message="The `sites` pattern")
+        selected = linbp_sites.select_sites(
+            all_sites,
+            sites=sites,
+            include_output=True,
+            include_softmax=True,
+            include_fixed=True,
+        )
+    if not selected:
+        warnings.warn(
+            f"{owner}: `sites` {_describe_selection(sites)} matched none of the "
+            f"activation sites of the model {model.name!r} ({paths}); nothing "
+            "will be logged.",
+            stacklevel=3,
+        )
+    return all_sites, selected
+
+
+def _unwrapped(function):
+    """The forward function inside a `linbp_*` activation or an
+    `ops.linear_backprop` / `straight_through` wrapper; else `function`."""
+    name = getattr(function, "_linbp_activation", None)
+    if name is not None:
+        return linbp_activations.ACTIVATIONS[name].forward
+    wrapped = getattr(function, "forward", None)
+    if callable(wrapped) and (hasattr(function, "slope") or hasattr(function, "clip")):
+        return wrapped
+    return function
+
+
+def plain_function(site, original):
+    """The site's activation with its ordinary (exact) gradient.
+
+    For sites that are already linear (a `LinearBackprop` layer, a
+    `linbp_*` activation, an `ops.linear_backprop` / `straight_through`
+    wrapper) this is the forward function inside them. Called as the site
+    is: `plain(a, *args, **kwargs)`.
+    """
+    layer = site.layer
+    if isinstance(layer, linbp_layers.LinearBackprop) and site.kind != "attribute":
+        # The layer's call: its `activation` (a table name or a callable)
+        # is the plain forward function.
+        activation = _unwrapped(linbp_activations.get(layer.activation))
+        return lambda inputs, *args, **kwargs: activation(inputs)
+    return _unwrapped(original)
+
+
+def saturation_kind(site, plain):
+    """(kind, max_derivative): the table's saturation kind and `max|f'|`,
+    `"softmax"`, or `"unknown"` (max None) outside the table."""
+    if site.is_softmax:
+        return "softmax", None
+    spec = site.spec or linbp_activations.find_spec(plain)
+    if spec is None:
+        return "unknown", None
+    return spec.saturation, spec.max_derivative
+
+
+class SiteRecorder:
+    """Makes `swap_sites` replacements that keep each site's input.
+
+    Only tensors of the graph being traced are kept: a site inside a
+    `tf.while_loop` (an RNN cell) lives in the loop's body graph and cannot
+    be read outside it; such sites are listed in `skipped`.
+
+    Args:
+        replace: optional `(site, original) -> function`: what the site
+            runs (default: `original`).
+        on_input: optional `inputs -> None`, called with each recorded
+            input (e.g. to watch it on a gradient tape).
+        isolate: give each site its own copy (`tf.identity`) of its input,
+            so that the gradient with respect to a recorded input is the
+            one flowing back through that site alone -- not also through
+            other uses of the same tensor (two activations of one `a` in a
+            custom `call()`, a skip connection).
+    """
+
+    def __init__(self, replace=None, on_input=None, isolate=False):
+        self.inputs = {}
+        self.extra_args = {}
+        self.skipped = []
+        self._replace = replace
+        self._on_input = on_input
+        self._isolate = isolate
+        self._nested = set()
+        self._graph = None
+
+    def start(self, replace=None):
+        """Clears what an earlier trace recorded; `replace` overrides the
+        constructor's for this trace."""
+        self.inputs.clear()
+        self.extra_args.clear()
+        self._nested = set()
+        self._graph = tf.compat.v1.get_default_graph()
+        if replace is not None:
+            self._replace = replace
+
+    def __call__(self, site, original):
+        function = self._replace(site, original) if self._replace else original
+        key = site_key(site)
+
+        def record(inputs, *args, **kwargs):
+            if tf.compat.v1.get_default_graph() is not self._graph:
+                # Also drop what an earlier call outside the loop recorded
+                # (Keras's RNN runs the cell once on step 0 for shapes):
+                # one time step would pass for the whole sequence.
+                self._nested.add(key)
+                self.inputs.pop(key, None)
+                if all(site_key(s) != key for s in self.skipped):
+                    self.skipped.append(site)
+            elif key not in self._nested:
+                if self._isolate:
+                    inputs = tf.identity(inputs)
+                if self._on_input is not None:
+                    self._on_input(inputs)
+                self.inputs[key] = inputs
+                self.extra_args[key] = (args, kwargs)
+            return function(inputs, *args, **kwargs)
+
+        return record
