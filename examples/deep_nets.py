@@ -175,14 +175,29 @@ def train_one(
         "seconds": seconds,
     }
     if slope == "auto":
-        slopes = list((model.calibrated_slopes or {}).values())
+        # The slopes in force at the end; a run that diverged before the
+        # last calibration has non-finite ones (calibrated on NaN weights).
+        slopes = np.array(list((model.calibrated_slopes or {}).values()), dtype=float)
+        finite = slopes[np.isfinite(slopes)]
         record["auto_slopes"] = {
-            "sites": len(slopes),
-            "min": float(np.min(slopes)),
-            "median": float(np.median(slopes)),
-            "max": float(np.max(slopes)),
+            "sites": int(len(slopes)),
+            "non_finite": int(len(slopes) - len(finite)),
+            "min": float(np.min(finite)) if len(finite) else None,
+            "median": float(np.median(finite)) if len(finite) else None,
+            "max": float(np.max(finite)) if len(finite) else None,
         }
     return record
+
+
+def _json_safe(value):
+    """`value` with every non-finite float replaced by None (JSON null)."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def summarize(model_name, label, rule, slope, optimizer_name, seed_records, epochs):
@@ -390,8 +405,8 @@ def main(argv=None):
         "target": check_target(runs),
         "wall_seconds": time.perf_counter() - wall_start,
     }
+    result = _json_safe(result)
     args.out.mkdir(parents=True, exist_ok=True)
-    # NaN never reaches the file: diverged losses are already None.
     (args.out / "results.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     (args.out / "table.md").write_text(table + "\n")
     plot_loss_curves(runs, args.out / "loss_curves.png")

@@ -48,6 +48,8 @@ def test_summarize_writes_null_for_a_diverged_seed():
     assert run["final_loss"] is None and run["diverged"] and run["diverged_seeds"] == [1]
     assert run["test_accuracy_mean"] == pytest.approx(0.45)
     assert run["test_accuracy_std"] == pytest.approx(0.35)
+    safe = deep_nets._json_safe({"slopes": [float("nan"), 0.5, {"max": float("inf")}]})
+    assert json.dumps(safe, allow_nan=False) == '{"slopes": [null, 0.5, {"max": null}]}'
 
 
 def test_smoke_run_writes_results_plot_and_table(tmp_path):
