@@ -222,18 +222,21 @@ class SaturationHistograms(_base.ProbeCallback):
                     _eager.to_numpy(a), h, d, kind, max_derivative, self.threshold
                 )
                 stem = self._tags[key]
-                for name, value in scalars.items():
-                    tf.summary.scalar(tags.saturation_scalar(stem, name), value, step=step)
-                for name, value in values.items():
-                    _statistics.write_histogram(
-                        tags.activation_histogram(stem, name), value, valid, step,
-                        self.buckets,
-                    )
+                self._write_site(tf, stem, scalars, values, valid, step)
                 if self.image:
                     image_counts[stem] = _statistics.image_histogram_numpy(
                         values[tags.ACTIVATION], valid, IMAGE_BINS
                     )
         return image_counts
+
+    def _write_site(self, tf, stem, scalars, values, valid, step):
+        """One site's scalars and histograms (eager and traced probes alike)."""
+        for name, value in scalars.items():
+            tf.summary.scalar(tags.saturation_scalar(stem, name), value, step=step)
+        for name, value in values.items():
+            _statistics.write_histogram(
+                tags.activation_histogram(stem, name), value, valid, step, self.buckets
+            )
 
     def _probe_graph(self, x, step):
         self._recorder.start()
@@ -259,13 +262,7 @@ class SaturationHistograms(_base.ProbeCallback):
                     a, h, d, kind, max_derivative, self.threshold
                 )
                 stem = self._tags[key]
-                for name, value in scalars.items():
-                    tf.summary.scalar(tags.saturation_scalar(stem, name), value, step=step)
-                for name, value in values.items():
-                    _statistics.write_histogram(
-                        tags.activation_histogram(stem, name), value, valid, step,
-                        self.buckets,
-                    )
+                self._write_site(tf, stem, scalars, values, valid, step)
                 if self.image:
                     image_counts[stem] = _statistics.image_histogram(
                         values[tags.ACTIVATION], valid, IMAGE_BINS
