@@ -182,6 +182,12 @@ def _torch(forward, x, args, kwargs, rule):
     # graph (and get their ordinary gradient through `y`); with none, no
     # graph is built and nothing is saved.
     y = forward(x.detach(), *args, **kwargs)
+    # Keras's sigmoid/softmax cache their input on the output
+    # (`y._keras_logits`, for a stable crossentropy). The returned view keeps
+    # `y` as its base, so the cache would keep `x` alive until the view dies:
+    # the memory the linear rule exists to free. The view itself has no
+    # cache, so losses see the linear site's output, as on TensorFlow.
+    y.__dict__.pop("_keras_logits", None)
     residual = rule.residual(x.detach())
     return _torch_function().apply(x, y, rule, residual)
 

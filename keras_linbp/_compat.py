@@ -26,6 +26,8 @@ __all__ = [
     "build_shapes",
     "functional_io",
     "output_layers_of_history",
+    "consuming_operations",
+    "is_multiply_operation",
     "compute_loss",
     "running_fit_locals",
     "running_fit_frame",
@@ -97,6 +99,20 @@ def output_layers_of_history(model):
     return layers
 
 
+def consuming_operations(layer):
+    """The layers and ops a functional graph feeds `layer`'s outputs into
+    (every call of `layer` in every functional model it belongs to)."""
+    return [node.operation for node in getattr(layer, "_outbound_nodes", ())]
+
+
+def is_multiply_operation(operation):
+    """Whether `operation` multiplies its inputs elementwise: a
+    `keras.layers.Multiply` or a functional `keras.ops.multiply` / `*`."""
+    from keras.src.ops.numpy import Multiply as MultiplyOp
+
+    return isinstance(operation, (keras.layers.Multiply, MultiplyOp))
+
+
 def compute_loss(model, x, y, y_pred, sample_weight, training=False):
     """The compiled loss as `train_step` computes it (plus regularization)."""
     return model._compute_loss(
@@ -156,6 +172,16 @@ def check():
         for name in names:
             if not callable(getattr(modules[module_name], name, None)):
                 problems.append(f"keras.src.backend.{module_name}.{name}")
+    inputs = keras.Input((2,))
+    gate = keras.layers.Dense(2, activation="sigmoid")
+    keras.layers.Multiply()([inputs, gate(inputs)])
+    _ = inputs * gate(inputs)
+    consumers = consuming_operations(gate)
+    if len(consumers) != 2 or not all(is_multiply_operation(op) for op in consumers):
+        problems.append(
+            "Operation._outbound_nodes / keras.src.ops.numpy.Multiply "
+            "(which layers consume a layer's output: gates)"
+        )
     if not hasattr(keras.Model, "_compute_loss"):
         problems.append("Model._compute_loss (the loss train_step computes)")
     fit_source = inspect.getsource(keras.Model.fit) if hasattr(keras.Model, "fit") else ""

@@ -28,7 +28,12 @@ import numpy as np
 from keras_linbp import _backend
 from keras_linbp import sites as linbp_sites
 
-__all__ = ["calibrate_slopes", "STATISTICS"]
+__all__ = ["calibrate_slopes", "NonFiniteSlopesError", "STATISTICS"]
+
+
+class NonFiniteSlopesError(ValueError):
+    """The probe batch gave NaN or infinite slopes (non-finite weights or
+    inputs, e.g. after training diverged)."""
 
 STATISTICS = ("rms", "mean")
 
@@ -48,6 +53,7 @@ def calibrate_slopes(
     from_depth=None,
     include_output=False,
     include_softmax=False,
+    include_gates=False,
     max_samples=256,
 ):
     """Per-site slopes from the local derivatives on a probe batch.
@@ -58,13 +64,17 @@ def calibrate_slopes(
             `max_samples` examples are used).
         statistic: `"rms"` (default, `sqrt(mean(f'(a)^2))`) or `"mean"`
             (`mean(f'(a))`).
-        sites, from_depth, include_output, include_softmax: which sites to
-            calibrate, as for `linearize`.
+        sites, from_depth, include_output, include_softmax, include_gates:
+            which sites to calibrate, as for `linearize`.
         max_samples: the number of examples used.
 
     Returns:
         `{site path: slope}`, usable as `slope=` of `linearize` and
         `LinearBackpropModel`.
+
+    Raises:
+        NonFiniteSlopesError (a `ValueError`): when a slope comes out NaN or
+            infinite (non-finite weights or inputs), naming the sites.
 
     The forward runs with `training=True` (batch normalization uses batch
     statistics, as in training); the model's non-trainable variables
@@ -82,6 +92,7 @@ def calibrate_slopes(
         from_depth=from_depth,
         include_output=include_output,
         include_softmax=include_softmax,
+        include_gates=include_gates,
     )
     captured = {}
 
@@ -112,4 +123,12 @@ def calibrate_slopes(
         else:
             value = float(np.mean(derivatives))
         slopes[site.path] = value
+    bad = [path for path, value in slopes.items() if not np.isfinite(value)]
+    if bad:
+        raise NonFiniteSlopesError(
+            f"calibrate_slopes: the probe batch gives non-finite local "
+            f"derivatives at {len(bad)} of {len(slopes)} sites ({bad[:5]}"
+            f"{' ...' if len(bad) > 5 else ''}): the model's weights or the "
+            "probe inputs hold NaN or infinite values (has training diverged?)."
+        )
     return slopes

@@ -42,12 +42,14 @@ class LinearizeOptions:
         from_depth=None,
         include_output=False,
         include_softmax=False,
+        include_gates=False,
     ):
         self.slope = _check_slope(slope)
         self.sites = _validation.check_sites(sites)
         self.from_depth = _validation.check_from_depth(from_depth)
         self.include_output = _validation.check_bool("include_output", include_output)
         self.include_softmax = _validation.check_bool("include_softmax", include_softmax)
+        self.include_gates = _validation.check_bool("include_gates", include_gates)
 
     def selection_kwargs(self):
         return dict(
@@ -55,6 +57,7 @@ class LinearizeOptions:
             from_depth=self.from_depth,
             include_output=self.include_output,
             include_softmax=self.include_softmax,
+            include_gates=self.include_gates,
         )
 
 
@@ -92,7 +95,7 @@ def _linear_rule(model, selected, slopes):
         yield
 
 
-def _resolve(model, slope, sites, from_depth, include_output, include_softmax):
+def _resolve(model, slope, sites, from_depth, include_output, include_softmax, include_gates):
     """Options given explicitly win; the rest come from a
     `LinearBackpropModel`'s own options, else the defaults."""
     own = getattr(model, "linearize_options", None)
@@ -103,6 +106,7 @@ def _resolve(model, slope, sites, from_depth, include_output, include_softmax):
         from_depth=from_depth,
         include_output=include_output,
         include_softmax=include_softmax,
+        include_gates=include_gates,
     )
     merged = {
         "slope": base.slope,
@@ -110,6 +114,7 @@ def _resolve(model, slope, sites, from_depth, include_output, include_softmax):
         "from_depth": base.from_depth,
         "include_output": base.include_output,
         "include_softmax": base.include_softmax,
+        "include_gates": base.include_gates,
     }
     merged.update({k: v for k, v in given.items() if v is not _UNSET})
     return LinearizeOptions(**merged)
@@ -124,6 +129,7 @@ def linearize(
     from_depth=_UNSET,
     include_output=_UNSET,
     include_softmax=_UNSET,
+    include_gates=_UNSET,
     inputs=None,
 ):
     """Within the block, `model`'s forward calls backpropagate linearly.
@@ -149,6 +155,8 @@ def linearize(
             order): LinBP of Guo et al. 2020.
         include_output: also linearize the output's activation.
         include_softmax: also linearize softmax sites.
+        include_gates: also linearize multiplicative gates (a sigmoid
+            scaling another tensor, as in squeeze-and-excitation).
         inputs: optional example inputs used to observe the model's sites
             when they are not known yet (see `find_activation_sites`).
 
@@ -162,7 +170,9 @@ def linearize(
         ValueError / TypeError: for an invalid option, naming it; a `sites`
             list naming a layer with no activation site.
     """
-    options = _resolve(model, slope, sites, from_depth, include_output, include_softmax)
+    options = _resolve(
+        model, slope, sites, from_depth, include_output, include_softmax, include_gates
+    )
     all_sites = linbp_sites.find_activation_sites(model, inputs=inputs)
     rows = linbp_sites.explain_selection(all_sites, **options.selection_kwargs())
     selected = [site for site, chosen, _ in rows if chosen]

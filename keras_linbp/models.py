@@ -18,12 +18,14 @@ all handled by Keras exactly as for a plain `keras.Model`. `evaluate`,
 
 import inspect
 
+import warnings
+
 import keras
 
 from keras_linbp import _compat
 from keras_linbp import _validation
 from keras_linbp import sites as linbp_sites
-from keras_linbp.calibration import calibrate_slopes
+from keras_linbp.calibration import NonFiniteSlopesError, calibrate_slopes
 from keras_linbp.linearize import LinearizeOptions
 from keras_linbp.linearize import linearize
 
@@ -61,8 +63,18 @@ class _AutoSlopes(keras.callbacks.Callback):
         self.model.calibrate_slopes(self.probe_x)
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.every_epoch and epoch > 0:
+        if not (self.every_epoch and epoch > 0):
+            return
+        try:
             self.model.calibrate_slopes(self.probe_x)
+        except NonFiniteSlopesError as error:
+            # Training diverged (NaN weights): keep the slopes in force and
+            # let the loss say so, as Keras would (TerminateOnNaN stops it).
+            warnings.warn(
+                f"Epoch {epoch}: recalibrating the slopes failed, the previous "
+                f"ones stay in force. {error}",
+                stacklevel=2,
+            )
 
 
 def _first_inputs(x, max_samples):
@@ -150,6 +162,12 @@ class LinearBackpropModel(keras.Model):
         include_output: also linearize the output layer's activation
             (default False: its exact derivative is kept).
         include_softmax: also linearize softmax sites (default False).
+        include_gates: also linearize multiplicative gates, a bounded
+            activation (sigmoid, ...) whose output a functional graph
+            multiplies into another tensor, as in the squeeze-and-excitation
+            blocks of EfficientNet (default False: a linear gate keeps
+            receiving gradient when it saturates and its un-normalized
+            weights grow until SGD diverges).
         **kwargs: arguments of `keras.Model` (`inputs`, `outputs`, `name`,
             ...).
 
@@ -192,6 +210,7 @@ class LinearBackpropModel(keras.Model):
         from_depth=None,
         include_output=False,
         include_softmax=False,
+        include_gates=False,
         recalibrate="epoch",
         calibrated_slopes=None,
         **kwargs,
@@ -217,6 +236,7 @@ class LinearBackpropModel(keras.Model):
             from_depth=_validation.check_from_depth(from_depth),
             include_output=_validation.check_bool("include_output", include_output),
             include_softmax=_validation.check_bool("include_softmax", include_softmax),
+            include_gates=_validation.check_bool("include_gates", include_gates),
         )
         super().__init__(*args, **kwargs)
         self._backprop = backprop
@@ -226,6 +246,7 @@ class LinearBackpropModel(keras.Model):
         self._from_depth = options.from_depth
         self._include_output = options.include_output
         self._include_softmax = options.include_softmax
+        self._include_gates = options.include_gates
         self._recalibrate = _check_recalibrate(recalibrate)
         self.calibrated_slopes = (
             None if not calibrated_slopes else _validation.check_slope(dict(calibrated_slopes), allow_dict=True)
@@ -248,7 +269,8 @@ class LinearBackpropModel(keras.Model):
         Args:
             model: a built `keras.Model`.
             **options: `LinearBackpropModel` options (`backprop`, `slope`,
-                `sites`, `from_depth`, `include_output`, `include_softmax`)
+                `sites`, `from_depth`, `include_output`, `include_softmax`,
+                `include_gates`, `recalibrate`)
                 and `name`.
 
         Returns:
@@ -365,6 +387,10 @@ class LinearBackpropModel(keras.Model):
         return self._include_softmax
 
     @property
+    def include_gates(self):
+        return self._include_gates
+
+    @property
     def sites_option(self):
         """The `sites=` argument as given (None, names, regex or callable)."""
         return self._sites_option
@@ -387,6 +413,7 @@ class LinearBackpropModel(keras.Model):
             from_depth=self._from_depth,
             include_output=self._include_output,
             include_softmax=self._include_softmax,
+            include_gates=self._include_gates,
         )
 
     def activation_sites(self):
@@ -537,6 +564,7 @@ class LinearBackpropModel(keras.Model):
                 "from_depth": self._from_depth,
                 "include_output": self._include_output,
                 "include_softmax": self._include_softmax,
+                "include_gates": self._include_gates,
                 "recalibrate": self._recalibrate,
                 "calibrated_slopes": self.calibrated_slopes,
             }

@@ -107,6 +107,7 @@ def _options(model):
         model.from_depth,
         model.include_output,
         model.include_softmax,
+        model.include_gates,
         # Layer names of a subclassed model are auto-generated again on load.
         [(s.activation_name, s.depth) for s in model.linear_sites()],
     )

@@ -233,7 +233,7 @@ def test_model_sites_is_checked(value, error):
     _assert_names(info, "sites")
 
 
-@pytest.mark.parametrize("name", ["include_output", "include_softmax"])
+@pytest.mark.parametrize("name", ["include_output", "include_softmax", "include_gates"])
 def test_model_flags_are_checked(name):
     with pytest.raises(TypeError, match=f"`{name}` must be True or False"):
         LinearBackpropModel(*_functional_parts(), **{name: "yes"})

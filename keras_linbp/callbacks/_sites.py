@@ -65,6 +65,7 @@ def choose_sites(model, sites, owner):
             include_output=True,
             include_softmax=True,
             include_fixed=True,
+            include_gates=True,
         )
     if not selected:
         warnings.warn(

@@ -73,6 +73,13 @@ class ActivationSite:
         depth: 1-based position among all sites, in call order.
         is_output: the activation's output is a model output (or the site
             belongs to a functional model's output layer).
+        is_gate: a multiplicative gate: a bounded activation (sigmoid,
+            tanh, hard_sigmoid, ...) whose layer's output a functional
+            graph uses only as a factor of elementwise products
+            (`keras.layers.Multiply`, `keras.ops.multiply`, `*`), like the
+            squeeze-and-excitation gate of EfficientNet. The tensor it
+            scales also feeds other layers, so it is not a gate. Gates
+            inside a layer's own `call()` are not detected.
         fixed_rule: the backward rule the layer or function fixes itself,
             whatever the model does: `"linear"` for a `LinearBackprop`
             layer or a `linbp_*` activation, the layer's `rule` for a
@@ -90,6 +97,7 @@ class ActivationSite:
     saturation: str
     depth: int = 0
     is_output: bool = False
+    is_gate: bool = False
     fixed_rule: str | None = None
     layer_path: str = ""
     occurrence: int = 0
@@ -369,6 +377,7 @@ def find_activation_sites(model, inputs=None, refresh=False):
         site.depth = depth
         if site.kind != "op" and id(site.layer) in output_layers:
             site.is_output = True
+        site.is_gate = _is_gate(site)
     unreached = _unreached_ops(result.get("graph"), events)
     for site in sites:
         site._group = sites
@@ -418,6 +427,14 @@ def _name_paths(sites):
                 suffix = ""
             base = site.layer_path or site.layer.name
             site.path = base + suffix
+
+
+def _is_gate(site):
+    """Whether `site` is a multiplicative gate (see `ActivationSite.is_gate`)."""
+    if site.kind == "op" or site.saturation != "bounded":
+        return False
+    consumers = _compat.consuming_operations(site.layer)
+    return bool(consumers) and all(_compat.is_multiply_operation(op) for op in consumers)
 
 
 def _output_layers(model):

@@ -18,12 +18,13 @@ def explain_selection(
     include_output=False,
     include_softmax=False,
     include_fixed=False,
+    include_gates=False,
 ):
     """`[(site, selected, reasons)]` for every site of `all_sites`.
 
     `reasons` lists why an unselected site is left out: `"fixed rule"`,
     `"not selected by sites"`, `"before from_depth=N"`, `"output layer"`,
-    `"softmax"`. Arguments as for `select_sites`.
+    `"softmax"`, `"gate"`. Arguments as for `select_sites`.
 
     Raises:
         ValueError: when a name in a `sites` list matches no site; the
@@ -58,6 +59,8 @@ def explain_selection(
             reasons.append("output layer")
         if site.is_softmax and not include_softmax:
             reasons.append("softmax")
+        if site.is_gate and not include_gates:
+            reasons.append("gate")
         rows.append((site, not reasons, reasons))
     return rows
 
@@ -69,6 +72,7 @@ def select_sites(
     include_output=False,
     include_softmax=False,
     include_fixed=False,
+    include_gates=False,
 ):
     """Chooses which sites get the linear backward rule (or get inspected).
 
@@ -82,6 +86,12 @@ def select_sites(
         include_output: also select the output's activation (the paper's
             Algorithm 2 loops k = l ... 1). Default False.
         include_softmax: also select softmax sites. Default False.
+        include_gates: also select multiplicative gates (a sigmoid whose
+            output scales another tensor, as in squeeze-and-excitation;
+            see `ActivationSite.is_gate`). Default False: a linear gate
+            keeps receiving gradient when it saturates, its un-normalized
+            weights grow without bound and plain SGD diverges
+            (EfficientNetB0).
         include_fixed: keep sites that fix their own rule whatever the
             model does (`LinearBackprop` layers, `linbp_*` activations,
             binary signs). Default False: there is nothing to convert;
@@ -95,7 +105,8 @@ def select_sites(
             lists the sites there are.
     """
     rows = explain_selection(
-        all_sites, sites, from_depth, include_output, include_softmax, include_fixed
+        all_sites, sites, from_depth, include_output, include_softmax, include_fixed,
+        include_gates,
     )
     chosen = [site for site, selected, _ in rows if selected]
     if isinstance(sites, str) and not any(
