@@ -109,6 +109,22 @@ def _tensorflow(forward, x, args, kwargs, rule):
     return _apply(x)
 
 
+def scale_gradient(x, scale):
+    """TensorFlow: `x` forward; backward, the upstream gradient times
+    `scale`, a tensor or variable read when the gradient is computed (so a
+    traced step follows a variable's new value without retracing)."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def identity(a):
+        def grad(upstream):
+            return upstream * tf.cast(scale, upstream.dtype)
+
+        return tf.identity(a), grad
+
+    return identity(x)
+
+
 # --- JAX --------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ training step is `with linearize(self): return super().train_step(data)`.
 import contextlib
 import warnings
 
+from keras_linbp import _backend
 from keras_linbp import _validation
 from keras_linbp import ops
 from keras_linbp import sites as linbp_sites
@@ -89,7 +90,13 @@ def _linear_rule(model, selected, slopes):
     """Swaps `selected` sites of `model` to the linear rule with `slopes`."""
 
     def make(site, original):
-        return ops.linear_backprop(original, slope=slopes.get(site.path, 1.0))
+        slope = slopes.get(site.path, 1.0)
+        if isinstance(slope, (int, float)):
+            return ops.linear_backprop(original, slope=slope)
+        # A variable (TensorFlow, `slope="auto"`): read when the gradient is
+        # computed, so recalibrating needs no retrace of a traced step.
+        unit = ops.linear_backprop(original, slope=1.0)
+        return lambda a, *args, **kwargs: unit(_backend.scale_gradient(a, slope), *args, **kwargs)
 
     with linbp_sites.swap_sites(selected, make):
         yield
@@ -194,6 +201,8 @@ def linearize(
                 "as `slope=`."
             )
         slopes = _site_slopes(selected, "auto", calibrated)
+        variables = getattr(model, "_linbp_slope_variables", None) or {}
+        slopes.update({path: variables[path] for path in slopes if path in variables})
     else:
         slopes = _site_slopes(selected, options.slope)
     with _linear_rule(model, selected, slopes):

@@ -248,9 +248,11 @@ class LinearBackpropModel(keras.Model):
         self._include_softmax = options.include_softmax
         self._include_gates = options.include_gates
         self._recalibrate = _check_recalibrate(recalibrate)
-        self.calibrated_slopes = (
-            None if not calibrated_slopes else _validation.check_slope(dict(calibrated_slopes), allow_dict=True)
-        )
+        # TensorFlow: the "auto" slopes the traced step reads (untracked:
+        # they are options, saved in the config, not weights).
+        object.__setattr__(self, "_linbp_slope_variables", None)
+        self._calibrated_slopes = None
+        self.calibrated_slopes = calibrated_slopes
         if self.built and self._sites_option is not None:
             # Report a misnamed site now rather than at the first step.
             self.linear_sites()
@@ -320,6 +322,11 @@ class LinearBackpropModel(keras.Model):
         value = _validation.check_slope(value, allow_auto=True, allow_dict=True)
         if value != self._slope:
             self._slope = value
+            if value == "auto" and self._calibrated_slopes is not None:
+                # Make the variables for the slopes calibrated earlier.
+                slopes, self._calibrated_slopes = self._calibrated_slopes, None
+                object.__setattr__(self, "_linbp_slope_variables", None)
+                self.calibrated_slopes = slopes
             self._retrace_train_function()
 
     @property
@@ -344,11 +351,40 @@ class LinearBackpropModel(keras.Model):
             statistic=statistic,
             **self.linearize_options().selection_kwargs(),
         )
-        if slopes != self.calibrated_slopes:
-            self.calibrated_slopes = slopes
-            if self._slope == "auto":
-                self._retrace_train_function()
+        self.calibrated_slopes = slopes
         return slopes
+
+    @property
+    def calibrated_slopes(self):
+        """The `"auto"` slopes in force, `{site path: slope}` (None before
+        the first calibration). Assigning a dict takes effect at the next
+        step (on TensorFlow without retracing the step when the same sites
+        are calibrated again: the traced step reads them from variables)."""
+        return self._calibrated_slopes
+
+    @calibrated_slopes.setter
+    def calibrated_slopes(self, value):
+        value = None if not value else _validation.check_slope(dict(value), allow_dict=True)
+        if value == self._calibrated_slopes:
+            return
+        self._calibrated_slopes = value
+        if self._slope != "auto" or value is None:
+            return
+        variables = self._linbp_slope_variables
+        if variables is not None and set(variables) == set(value):
+            for path, slope in value.items():
+                variables[path].assign(slope)
+            return
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            object.__setattr__(self, "_linbp_slope_variables", {
+                path: tf.Variable(slope, dtype="float32", trainable=False, name="linbp_slope")
+                for path, slope in value.items()
+            })
+        # New sites (or JAX/PyTorch, whose compiled steps take no captured
+        # state): the step is traced again with the new slopes.
+        self._retrace_train_function()
 
     def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
         """`keras.Model.fit`; with `slope="auto"` it first calibrates the

@@ -177,3 +177,38 @@ def test_deep_bn_net_diverges_at_slope_1_and_trains_with_auto():
         losses[slope] = history.history["loss"]
     assert not np.all(np.isfinite(losses[1.0])), losses
     assert np.all(np.isfinite(losses["auto"])) and losses["auto"][-1] < losses["auto"][0], losses
+
+
+def test_recalibrated_slopes_take_effect_without_retracing_the_step():
+    """TensorFlow reads the "auto" slopes from variables: each epoch's new
+    slopes drive that epoch's step, and the step is traced once."""
+    x, y = _data()
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    linear = LinearBackpropModel.from_model(_mlp(), slope="auto")
+    linear.compile(keras.optimizers.SGD(0.5), loss_fn)
+
+    class Record(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            # Runs after the model's own recalibration at this epoch.
+            self.seen.append((dict(self.model.calibrated_slopes), self.model.get_weights()))
+
+    # In a traced step train_step's Python body runs once per trace.
+    traces = []
+    step = linear.train_step
+    linear.train_step = lambda *args, **kwargs: traces.append(1) or step(*args, **kwargs)
+    record = Record()
+    linear.fit(x, y, batch_size=32, epochs=3, verbose=0, shuffle=False, callbacks=[record])
+    slopes_2, weights_2 = record.seen[2]
+    assert slopes_2 != record.seen[0][0]  # the weights moved, so did the slopes
+    assert len(traces) == 1
+    plain = _restored(weights_2)
+    with tf.GradientTape() as tape:
+        with keras_linbp.linearize(plain, slope=slopes_2):
+            loss = loss_fn(y, plain(x, training=True))
+    grads = tape.gradient(loss, plain.trainable_variables)
+    for v, w, g in zip(linear.trainable_variables, plain.trainable_variables, grads):
+        np.testing.assert_allclose(v.numpy(), w.numpy() - 0.5 * g.numpy(), rtol=1e-5, atol=1e-6)

@@ -273,3 +273,19 @@ def test_jax_linear_rule_temp_memory_equals_identity_network():
     linear = temp_bytes(_gelu_mlp(linear=True))
     identity = temp_bytes(_gelu_mlp(identity=True))
     assert linear <= 1.05 * identity < exact
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="Keras caches logits on PyTorch tensors")
+def test_torch_linear_sigmoid_output_holds_no_reference_to_its_input():
+    # Keras's sigmoid caches its input on its output (`_keras_logits`); the
+    # linear rule's output (a view of it) must not keep that cache alive:
+    # it would keep the pre-activation in memory, the linear rule's saving.
+    import torch
+
+    fn = keras_linbp.ops.linear_backprop(keras.activations.sigmoid)
+    a = torch.randn(4, 8, requires_grad=True) * 2.0
+    y = fn(a)
+    held = [t for t in (y, y._base) if t is not None and hasattr(t, "_keras_logits")]
+    assert not held
+    # Keras itself does cache it: the check above can fail.
+    assert hasattr(keras.activations.sigmoid(a), "_keras_logits")

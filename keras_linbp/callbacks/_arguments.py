@@ -3,7 +3,8 @@ argument and what it accepts."""
 
 import math
 import numbers
-import re
+
+from keras_linbp import _validation
 
 
 def positive_int(name, value, allow_none=False, meaning=""):
@@ -13,14 +14,15 @@ def positive_int(name, value, allow_none=False, meaning=""):
         TypeError: for anything but an integer (bools and floats included).
         ValueError: for an integer < 1.
     """
-    allowed = f"an int >= 1{' or None' if allow_none else ''}{meaning}"
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be {allowed}; got {type(value).__name__} {value!r}.")
-    if value < 1:
-        raise ValueError(f"`{name}` must be {allowed}; got {value}.")
-    return int(value)
+    try:
+        return _validation.check_int(name, value, minimum=1)
+    except (TypeError, ValueError) as error:
+        # The same check, with the callback's wording of what is allowed.
+        allowed = f"an int >= 1{' or None' if allow_none else ''}{meaning}"
+        shown = f"{type(value).__name__} {value!r}" if isinstance(error, TypeError) else value
+        raise type(error)(f"`{name}` must be {allowed}; got {shown}.") from None
 
 
 def open_unit_interval(name, value, meaning=""):
@@ -42,40 +44,25 @@ def open_unit_interval(name, value, meaning=""):
 
 
 def boolean(name, value):
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be True or False; got {type(value).__name__} {value!r}.")
-    return value
-
-
-_SITES_ALLOWED = (
-    "None (all sites), a regex string (matched against each site's path), "
-    "a non-empty list of layer names or paths, or a callable site -> bool"
-)
+    """`value` as a bool (`_validation.check_bool`)."""
+    return _validation.check_bool(name, value)
 
 
 def sites(value):
-    """Checks `sites=` (what `keras_linbp.sites.select_sites` reads).
+    """Checks `sites=` as `linearize` and `LinearBackpropModel` do
+    (`keras_linbp._validation.check_sites`), and refuses an empty list: a
+    callback watching no site would log nothing.
 
     Raises:
         TypeError: for any other type, or a list holding a non-string.
         ValueError: for a string that is not a valid regex, or an empty list.
     """
-    if value is None or callable(value):
-        return value
-    if isinstance(value, str):
-        try:
-            re.compile(value)
-        except re.error as error:
-            raise ValueError(
-                f"`sites` {value!r} is not a valid regular expression ({error}). "
-                f"`sites` must be {_SITES_ALLOWED}."
-            ) from None
-        return value
-    if isinstance(value, (list, tuple)):
+    value = _validation.check_sites(value)
+    if isinstance(value, tuple):
         if not value:
-            raise ValueError(f"`sites` is an empty list: it selects nothing. `sites` must be {_SITES_ALLOWED}.")
-        wrong = [name for name in value if not isinstance(name, str)]
-        if wrong:
-            raise TypeError(f"`sites` lists {wrong}, which are not names. `sites` must be {_SITES_ALLOWED}.")
+            raise ValueError(
+                "`sites` is an empty list: it selects nothing, so the callback "
+                "would log nothing. Pass None for every site."
+            )
         return list(value)
-    raise TypeError(f"`sites` must be {_SITES_ALLOWED}; got {type(value).__name__} {value!r}.")
+    return value

@@ -5,6 +5,7 @@ under linear backprop, in TensorBoard. Its tags are listed in
 import keras
 import numpy as np
 
+from keras_linbp import _backend
 from keras_linbp import _compat
 from keras_linbp import ops as linbp_ops
 from keras_linbp import sites as linbp_sites
@@ -35,19 +36,6 @@ def _kernel(site):
         return kernel
     return None
 
-
-def _scale_gradient(x, scale):
-    """`x` forward; backward, the upstream gradient times `scale` (a
-    tensor: the traced probe reads the slope in force at each call)."""
-
-    @tf.custom_gradient
-    def identity(x):
-        def grad(upstream):
-            return upstream * tf.cast(scale, upstream.dtype)
-
-        return tf.identity(x), grad
-
-    return identity(x)
 
 
 def _slope_reader(model):
@@ -265,7 +253,7 @@ class GradientFlow(_base.ProbeCallback):
             # together g <- slope * g.
             unit = linbp_ops.linear_backprop(original, slope=1.0)
             slope = slopes[index]
-            return lambda a, *args, **kwargs: unit(_scale_gradient(a, slope), *args, **kwargs)
+            return lambda a, *args, **kwargs: unit(_backend.scale_gradient(a, slope), *args, **kwargs)
 
         self._linear_recorder.start(replace=linear_rule)
         linear = self._gradients(self._linear_recorder, x, y, sample_weight)
