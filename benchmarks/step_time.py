@@ -36,9 +36,13 @@ each step (`step_size`): TensorFlow, nodes in the traced `train_step`
 graph; JAX, equations in the jaxpr of `train_step` (sub-jaxprs included);
 PyTorch, autograd nodes reachable from the loss of one `train_on_batch`.
 
-Memory of one training step, all four variants, one model alive at a time,
-on larger batches (the MLPs: 6 hidden layers of 1024, batch 2048; the CNN:
-batch 256):
+Memory of one training step, all four variants, on larger batches (the
+MLPs: 6 hidden layers of 1024, batch 2048; the CNN: batch 256), one model
+alive at a time and each variant in its own process: an allocator's peak
+depends on what the process allocated before (TensorFlow's, measured after
+the exact network, read up to 40 % higher), and in its own process every
+variant has the same history (the same sequence of models). With a GPU the
+four processes run at once.
 
 - TensorFlow (`tf_allocator_peak`): TF allocator peak during the step minus
   the memory in use just before it (`tf.config.experimental.get_memory_info`
@@ -57,7 +61,8 @@ batch 256):
   (reset before the step) minus the memory allocated before it, every
   model; JAX the device's `memory_stats()["peak_bytes_in_use"]` minus
   `bytes_in_use` before the measured step (after two warm-up steps), the
-  GELU MLP, each variant in its own process (JAX cannot reset the peak).
+  GELU MLP, each variant and `jit_compile` in its own process (JAX cannot
+  reset the peak).
 
 `results.json` has `backend`, `cases` (timing), `memory`, `device_memory`
 (GPU only), `targets` (GELU memory linear <= 1.05x identity; step time
@@ -538,58 +543,119 @@ def _ratios(values):
     }
 
 
-def memory_case(model_name, jit_compile, config):
+def memory_jit_modes():
+    # JAX's compiled temp size does not depend on `jit_compile`: once.
+    return {"tensorflow": (False, True), "jax": (True,), "torch": (False,)}[BACKEND]
+
+
+def memory_of_variant(variant, models, config):
+    """Memory of `variant` for every model and `jit_compile`, one model
+    alive at a time: [{model, jit_compile, mib, ...}]."""
     sizes = config["memory"]
-    x, y = make_batch(model_name, sizes, batch_key(model_name))
-    mib, extra, device_mib, device_error = {}, {}, {}, None
+    rows = []
+    for model_name in models:
+        x, y = make_batch(model_name, sizes, batch_key(model_name))
+        for jit_compile in memory_jit_modes():
+            keras.backend.clear_session()
+            gc.collect()
+            (model,) = build_variants(model_name, sizes, jit_compile, (variant,)).values()
+            model.train_on_batch(x, y)  # trace / compile outside the measurement
+            if variant == "linear_model":
+                check_sites(model_name, model, sizes)
+            row = {"model": model_name, "jit_compile": jit_compile}
+            if BACKEND == "tensorflow":
+                row["mib"] = statistics.median(tf_step_memory_mib(model, x, y) for _ in range(3))
+            elif BACKEND == "jax":
+                row["mib"] = jax_compiled_temp_mib(model, x, y)
+            else:
+                row["mib"], row["saved_mib_all"], row["saved_tensors"] = torch_saved_for_backward(
+                    model, x, y
+                )
+                if ON_GPU:
+                    try:
+                        row["device_mib"] = statistics.median(
+                            torch_cuda_step_mib(model, x, y) for _ in range(3)
+                        )
+                    except Exception as error:  # keep the rest of a long run
+                        row["device_error"] = f"CUDA memory of {model_name}: {error!r}"
+            rows.append(row)
+            del model
+    return rows
+
+
+def child_memory(variant, args, config):
+    """In a fresh process: `memory_of_variant` as one JSON line."""
+    print(json.dumps(memory_of_variant(variant, args.models, config)))
+
+
+def memory_cases(args):
+    """Memory of every variant, each variant in its own process.
+
+    An allocator's peak depends on what the process allocated before
+    (TensorFlow's BFC allocator serves a request from a free chunk up to
+    twice its size without splitting it, and counts the whole chunk), so
+    measuring the variants one after another in one process lets the exact
+    network's large free chunks inflate the peaks of the variants measured
+    after it. In its own process every variant has the same history: the
+    same sequence of models, its own.
+    Returns (memory rows, device memory rows, errors)."""
+    command = [sys.executable, os.path.abspath(__file__), "--backend", BACKEND, "--out", "-"]
+    command += ["--models", ",".join(args.models)]
+    command += ["--smoke"] if args.smoke else ["--quick"] if args.quick else []
+    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    by_variant, errors = {}, []
+    # On a CPU one at a time (2 cores here); with a GPU the four at once
+    # (a process's allocator peak is its own; a GPU machine has the cores).
+    children, outputs = {}, {}
     for variant in VARIANTS:
-        # One model alive at a time, so nothing else shares the allocator.
-        keras.backend.clear_session()
-        gc.collect()
-        (model,) = build_variants(model_name, sizes, jit_compile, (variant,)).values()
-        model.train_on_batch(x, y)  # trace / compile outside the measurement
-        if variant == "linear_model":
-            check_sites(model_name, model, sizes)
-        if BACKEND == "tensorflow":
-            mib[variant] = statistics.median(tf_step_memory_mib(model, x, y) for _ in range(3))
-        elif BACKEND == "jax":
-            mib[variant] = jax_compiled_temp_mib(model, x, y)
-        else:
-            mib[variant], all_mib, count = torch_saved_for_backward(model, x, y)
-            extra.setdefault("saved_mib_all", {})[variant] = round(all_mib, 2)
-            extra.setdefault("saved_tensors", {})[variant] = count
-            if ON_GPU and device_error is None:
-                try:
-                    device_mib[variant] = statistics.median(
-                        torch_cuda_step_mib(model, x, y) for _ in range(3)
-                    )
-                except Exception as error:  # keep the rest of a long run
-                    device_error = f"CUDA memory of {model_name}: {error!r}"
-        del model
-    result = {
-        "model": model_name,
-        "jit_compile": jit_compile,
-        "metric": MEMORY_METRIC[BACKEND],
-        "mib": {variant: round(value, 2) for variant, value in mib.items()},
-        **_ratios(mib),
-        **extra,
-    }
-    if BACKEND == "tensorflow":
-        # The field names of 0.1's results.json.
-        result["peak_mib"] = {
-            "exact": result["mib"]["exact"],
-            "linear": result["mib"]["linear_model"],
-        }
-    device = None
-    if device_mib and device_error is None:
-        device = {
-            "model": model_name,
-            "jit_compile": jit_compile,
-            "metric": "torch_cuda_max_memory_allocated",
-            "mib": {variant: round(value, 2) for variant, value in device_mib.items()},
-            **_ratios(device_mib),
-        }
-    return result, device, device_error
+        children[variant] = subprocess.Popen(
+            command + ["--child-memory", variant], stdout=subprocess.PIPE, text=True, env=env
+        )
+        if not ON_GPU:
+            outputs[variant] = children[variant].communicate()[0]
+    for variant, process in children.items():
+        stdout = outputs[variant] if variant in outputs else process.communicate()[0]
+        lines = stdout.strip().splitlines()
+        if process.returncode != 0 or not lines:
+            errors.append(f"memory of {variant}: child exited with {process.returncode}")
+            continue
+        by_variant[variant] = {(row["model"], row["jit_compile"]): row for row in json.loads(lines[-1])}
+        print(f"measured memory {variant}", flush=True)
+    memory, device_memory = [], []
+    if len(by_variant) < len(VARIANTS):
+        return memory, device_memory, errors
+    for model_name in args.models:
+        for jit_compile in memory_jit_modes():
+            rows = {variant: by_variant[variant][(model_name, jit_compile)] for variant in VARIANTS}
+            mib = {variant: row["mib"] for variant, row in rows.items()}
+            case = {
+                "model": model_name,
+                "jit_compile": jit_compile,
+                "metric": MEMORY_METRIC[BACKEND],
+                "mib": {variant: round(value, 2) for variant, value in mib.items()},
+                **_ratios(mib),
+            }
+            if BACKEND == "torch":
+                case["saved_mib_all"] = {v: round(r["saved_mib_all"], 2) for v, r in rows.items()}
+                case["saved_tensors"] = {v: r["saved_tensors"] for v, r in rows.items()}
+            if BACKEND == "tensorflow":
+                # The field names of 0.1's results.json.
+                case["peak_mib"] = {"exact": case["mib"]["exact"], "linear": case["mib"]["linear_model"]}
+            memory.append(case)
+            device_errors = [row["device_error"] for row in rows.values() if "device_error" in row]
+            errors += device_errors
+            if not device_errors and all("device_mib" in row for row in rows.values()):
+                device_mib = {variant: row["device_mib"] for variant, row in rows.items()}
+                device_memory.append(
+                    {
+                        "model": model_name,
+                        "jit_compile": jit_compile,
+                        "metric": "torch_cuda_max_memory_allocated",
+                        "mib": {variant: round(value, 2) for variant, value in device_mib.items()},
+                        **_ratios(device_mib),
+                    }
+                )
+    return memory, device_memory, errors
 
 
 def jax_device_memory_case(model_name, jit_compile, size_name):
@@ -778,6 +844,7 @@ def parse_args(argv=None):
         help="PyTorch: also time jit_compile=True (torch.compile)",
     )
     parser.add_argument("--child-device-memory", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-memory", choices=VARIANTS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 5:
         parser.error("--repeats must be at least 5")
@@ -797,6 +864,8 @@ def main(argv=None):
         return child_device_memory(args.child_device_memory)
     size_name = "smoke" if args.smoke else "quick" if args.quick else "full"
     config = dict(SIZES[size_name])
+    if args.child_memory:
+        return child_memory(args.child_memory, args, config)
     if args.repeats is not None:
         config["repeats"] = args.repeats
     if args.block_seconds is not None:
@@ -815,20 +884,14 @@ def main(argv=None):
             print(f"timed {model_name} jit_compile={jit_compile}", flush=True)
             keras.backend.clear_session()
             save()
-    # JAX's compiled temp size does not depend on `jit_compile`: once.
-    memory_jit = (True,) if BACKEND == "jax" else (False, True) if BACKEND == "tensorflow" else (False,)
-    for model_name in args.models:
-        for jit_compile in memory_jit:
-            case, device, device_error = memory_case(model_name, jit_compile, config)
-            results["memory"].append(case)
-            if device is not None:
-                results["device_memory"].append(device)
-            if device_error is not None:
-                results["errors"].append(device_error)
-                print(device_error, flush=True)
-            print(f"measured memory {model_name} jit_compile={jit_compile}", flush=True)
-            keras.backend.clear_session()
-            save()
+    keras.backend.clear_session()
+    memory, device_memory, errors = memory_cases(args)
+    results["memory"] += memory
+    results["device_memory"] += device_memory
+    results["errors"] += errors
+    for error in errors:
+        print(error, flush=True)
+    save()
     if BACKEND == "jax" and ON_GPU and "mlp_gelu" in args.models:
         for jit_compile in (False, True):
             try:
