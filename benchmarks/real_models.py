@@ -14,16 +14,20 @@ on logits, reports:
 - `peak_mib`: the working memory of one training step, exact (a plain
   `keras.Model`) vs linear (`LinearBackpropModel.from_model` of it: the same
   layers and weights), with the method of `benchmarks/step_time.py` (its
-  `tf_step_memory_mib`: TF allocator peak during one `train_on_batch` minus the
-  memory in use just before it, TF graph mode, median of 3 steps after a
-  tracing step); one set of weights alive at a time;
+  `tf_step_memory_mib`: TF allocator peak during one `train_on_batch` minus
+  the memory in use just before it, TF graph mode, median of 3 steps after a
+  tracing step), each variant in its own process (TF's allocator peak
+  depends on what the process allocated before), the models one after
+  another, one alive at a time;
 - `step_time_linear_over_exact`: the median over interleaved rounds of the
   ratio of process CPU time per step, linear / exact, with TF pinned to one
   intra-op and one inter-op thread; the order of the variants rotates each
-  round. A second, separately traced plain model over the same layers gives
-  the A/A noise floors: `step_time_exact_over_exact` and
-  `memory_exact_over_exact` (exact / exact: the allocator's peak moves by a
-  few percent between two traces of the same step).
+  round.
+
+A/A noise floors: `step_time_exact_over_exact` (a second, separately
+traced plain model over the same layers, timed in the same rounds) and
+`memory_exact_over_exact` (the plain model's memory measured again in a
+third process).
 
 Every variant uses SGD with learning rate 0: each timed step then does the
 same arithmetic on the same weights (linear backprop at slope 1 makes SGD
@@ -45,6 +49,7 @@ import os
 import pathlib
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -241,42 +246,87 @@ def _compile(model):
     return model
 
 
-def _memory(model, x, y, steps):
-    model.train_on_batch(x, y)  # trace outside the measurement
-    return statistics.median(step_time.tf_step_memory_mib(model, x, y) for _ in range(steps))
+VARIANTS = ("exact", "linear", "exact_again")
 
 
 def _ratio(numerator, denominator):
     return round(numerator / denominator, 4) if denominator > 0 else None
 
 
-def measure(name, config):
-    """Sites, step memory and step time of one model (the only one alive)."""
+def _build(name):
     keras.backend.clear_session()
     gc.collect()
     keras.utils.set_random_seed(0)
+    return BUILDERS[name]()
+
+
+def _variant(base, variant):
+    """A compiled model over `base`'s layers and weights (no copies)."""
+    if variant == "linear":
+        return _compile(LinearBackpropModel.from_model(base))
+    if variant == "exact_again":
+        # Traced separately from `base`: the A/A control.
+        return _compile(keras.Model(base.inputs, base.outputs, name=f"{base.name}_again"))
+    return _compile(base)
+
+
+def memory_of_variant(variant, names, config):
+    """{model: MiB} of `variant`, one model alive at a time (in a child)."""
+    mib = {}
+    for name in names:
+        base, (x, y) = _build(name)
+        model = _variant(base, variant)
+        model.train_on_batch(x, y)  # trace outside the measurement
+        steps = config["memory_steps"]
+        mib[name] = statistics.median(step_time.tf_step_memory_mib(model, x, y) for _ in range(steps))
+        del model, base
+    keras.backend.clear_session()
+    return mib
+
+
+def memory_in_children(names, args):
+    """{variant: {model: MiB}}, each variant measured in its own process.
+
+    TensorFlow's allocator peak depends on what the process allocated before
+    (see `benchmarks/step_time.py`, `memory_cases`): measured one after the
+    other in one process, a variant's peak depends on the variants before
+    it. In its own process every variant has the same history. The children
+    run side by side: an allocator's peak is its own process's, and nothing
+    is timed meanwhile.
+    """
+    command = [sys.executable, os.path.abspath(__file__), "--out", "-", "--models", *names]
+    command += ["--quick"] if args.quick else []
+    children = {
+        variant: subprocess.Popen(
+            command + ["--child-memory", variant],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for variant in VARIANTS
+    }
+    memory = {}
+    for variant, process in children.items():
+        stdout, stderr = process.communicate()
+        lines = stdout.strip().splitlines()
+        if process.returncode != 0 or not lines:
+            raise RuntimeError(
+                f"the memory child for {variant!r} exited with {process.returncode}:\n"
+                f"{stderr[-3000:]}"
+            )
+        memory[variant] = json.loads(lines[-1])
+    return memory
+
+
+def measure_time(name, config):
+    """Sites and interleaved step time of one model (three compiled views of
+    the same layers: exact, exact again, linear)."""
     started = time.perf_counter()
-    base, (x, y) = BUILDERS[name]()
-    build_seconds = time.perf_counter() - started
-
-    # Memory: the plain model first, alone.
-    exact = _compile(base)
-    peak_exact = _memory(exact, x, y, config["memory_steps"])
-    # The linear model shares base's layers and weights: still one set.
-    linear = _compile(LinearBackpropModel.from_model(base))
-    linear_sites = linear.linear_sites()
-    all_sites = linear.activation_sites()
-    peak_linear = _memory(linear, x, y, config["memory_steps"])
-
-    # A second plain model over the same layers, traced separately, is the
-    # A/A control, for memory (how much the allocator's peak moves between
-    # two traces of the same step) and for time.
-    exact_again = _compile(keras.Model(base.inputs, base.outputs, name=f"{base.name}_again"))
-    peak_exact_again = _memory(exact_again, x, y, config["memory_steps"])
-    models = {"exact": exact, "exact_again": exact_again, "linear": linear}
+    base, (x, y) = _build(name)
+    models = {variant: _variant(base, variant) for variant in ("exact", "exact_again", "linear")}
+    linear_sites = models["linear"].linear_sites()
+    all_sites = models["linear"].activation_sites()
     slowest = 0.0
     for model in models.values():
-        logs = model.train_on_batch(x, y)
+        logs = model.train_on_batch(x, y)  # trace
         start = time.process_time()
         model.train_on_batch(x, y)
         slowest = max(slowest, time.process_time() - start)
@@ -301,26 +351,36 @@ def measure(name, config):
         "parameters": int(base.count_params()),
         "activation_sites": len(all_sites),
         "linear_sites": len(linear_sites),
-        "peak_mib": {
-            "exact": round(peak_exact, 2),
-            "linear": round(peak_linear, 2),
-            "exact_again": round(peak_exact_again, 2),
-        },
-        # TF's CPU allocator counts in coarse chunks: a tiny step can read 0.
-        "linear_over_exact": _ratio(peak_linear, peak_exact),
-        "memory_exact_over_exact": _ratio(peak_exact_again, peak_exact),
         "step_time_linear_over_exact": paired_ratio("linear", "exact"),
         "step_time_exact_over_exact": paired_ratio("exact_again", "exact"),
         "cpu_ms_per_step": {v: round(statistics.median(t), 2) for v, t in cpu.items()},
         "steps_per_block": steps,
-        "target_linear_over_exact": TARGETS.get(name),
-        "seconds": round(time.perf_counter() - started, 1),
-        "build_seconds": round(build_seconds, 1),
+        "time_seconds": round(time.perf_counter() - started, 1),
     }
-    del exact, exact_again, linear, base, models
+    del models, base
     keras.backend.clear_session()
     gc.collect()
     return result
+
+
+def combine(timing, memory):
+    """One results row from the timing row and the children's memory."""
+    name = timing["model"]
+    peak = {variant: memory[variant][name] for variant in VARIANTS}
+    return {
+        "model": name,
+        "parameters": timing["parameters"],
+        "activation_sites": timing["activation_sites"],
+        "linear_sites": timing["linear_sites"],
+        "peak_mib": {variant: round(value, 2) for variant, value in peak.items()},
+        # TF's CPU allocator counts in coarse chunks: a tiny step can read 0.
+        "linear_over_exact": _ratio(peak["linear"], peak["exact"]),
+        "memory_exact_over_exact": _ratio(peak["exact_again"], peak["exact"]),
+        **{key: value for key, value in timing.items() if key.startswith(("step_time", "cpu_ms"))},
+        "steps_per_block": timing["steps_per_block"],
+        "target_linear_over_exact": TARGETS.get(name),
+        "time_seconds": timing["time_seconds"],
+    }
 
 
 # --- reporting ----------------------------------------------------------------
@@ -360,11 +420,16 @@ def main(argv=None):
         help="models to measure (default: all nine; with --quick: TinyCNN)",
     )
     parser.add_argument("--repeats", type=int, default=None, help="interleaved timing rounds")
+    parser.add_argument("--child-memory", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     config = dict(QUICK if args.quick else FULL)
     if args.repeats is not None:
         config["repeats"] = args.repeats
     names = list(args.models or (QUICK_MODELS if args.quick else APPLICATIONS + HUB_MODELS))
+    if args.child_memory:
+        # In a fresh process (see `memory_in_children`): one JSON line.
+        print(json.dumps(memory_of_variant(args.child_memory, names, config)))
+        return None
 
     skipped = []
     if any(name in HUB_MODELS for name in names) and not hub_available():
@@ -377,19 +442,26 @@ def main(argv=None):
         names = [name for name in names if name not in skipped]
 
     started = time.perf_counter()
+    memory = memory_in_children(names, args) if names else {}
+    for name in names:
+        print(
+            f"{name}: step memory exact {memory['exact'][name]:.1f} MiB, linear "
+            f"{memory['linear'][name]:.1f} MiB, exact again {memory['exact_again'][name]:.1f} MiB",
+            flush=True,
+        )
+    memory_seconds = round(time.perf_counter() - started, 1)
     results = {"models": []}
     for name in names:
-        row = measure(name, config)
+        row = combine(measure_time(name, config), memory)
         results["models"].append(row)
         print(
             f"{name}: {row['linear_sites']} linear sites, memory linear/exact "
-            f"{row['linear_over_exact']} ({row['peak_mib']['linear']:.1f} / "
-            f"{row['peak_mib']['exact']:.1f} MiB), time linear/exact "
+            f"{row['linear_over_exact']}, time linear/exact "
             f"{row['step_time_linear_over_exact']:.3f} "
-            f"(A/A {row['step_time_exact_over_exact']:.3f}), "
-            f"{row['seconds']} s",
+            f"(A/A {row['step_time_exact_over_exact']:.3f}), {row['time_seconds']} s",
             flush=True,
         )
+
     def floor(key):
         per_model = {row["model"]: row[key] for row in results["models"]}
         deviations = [abs(v - 1.0) for v in per_model.values() if v is not None]
@@ -399,9 +471,10 @@ def main(argv=None):
         }
 
     results["noise_floor"] = {
-        "what": "A/A: exact / exact between two separately traced plain models over the "
-        "same layers (time: median over interleaved rounds of CPU-time ratios; memory: "
-        "ratio of step working memories); per model, and the largest |ratio - 1|",
+        "what": "A/A, exact / exact, per model and the largest |ratio - 1|. Time: two "
+        "separately traced plain models over the same layers, median over interleaved "
+        "rounds of CPU-time ratios. Memory: the plain model's step working memory "
+        "measured in two separate processes",
         "time": floor("step_time_exact_over_exact"),
         "memory": floor("memory_exact_over_exact"),
     }
@@ -425,7 +498,10 @@ def main(argv=None):
         "loss": "sparse categorical cross-entropy on logits",
         "threads": {"intra_op": 1, "inter_op": 1},
         "memory_device": "GPU:0" if step_time.ON_GPU else "CPU:0",
-        "memory_method": "benchmarks/step_time.py tf_step_memory_mib, median of memory_steps steps",
+        "memory_method": "benchmarks/step_time.py tf_step_memory_mib, median of memory_steps "
+        "steps; each variant (exact, linear, exact_again) in its own process, the models "
+        "one after another, one alive at a time",
+        "memory_seconds": memory_seconds,
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "keras_hub": hub_version,
