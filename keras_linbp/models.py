@@ -485,6 +485,11 @@ class LinearBackpropModel(keras.Model):
             return (self.calibrated_slopes or {}).get(site.path, 1.0)
         return slope
 
+    def _slope_text(self, site):
+        if self._slope == "auto" and site.path not in (self.calibrated_slopes or {}):
+            return "auto"  # calibrated when `fit` starts
+        return f"{self.site_slope(site):g}"
+
     def _site_rules(self):
         """[(site, rule, note)] for every site; rule: linear, exact, or
         `<rule>-fixed` for a site that fixes its own rule."""
@@ -531,7 +536,7 @@ class LinearBackpropModel(keras.Model):
                 type(site.layer).__name__,
                 site.activation_name,
                 rule,
-                f"{self.site_slope(site):g}" if rule == "linear" else "",
+                self._slope_text(site) if rule == "linear" else "",
                 note,
             )
             for site, rule, note in rows

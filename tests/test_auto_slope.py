@@ -212,3 +212,11 @@ def test_recalibrated_slopes_take_effect_without_retracing_the_step():
     grads = tape.gradient(loss, plain.trainable_variables)
     for v, w, g in zip(linear.trainable_variables, plain.trainable_variables, grads):
         np.testing.assert_allclose(v.numpy(), w.numpy() - 0.5 * g.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_summary_before_calibration_says_auto_not_a_number():
+    linear = LinearBackpropModel.from_model(_mlp(), slope="auto")
+    lines = []
+    linear.linbp_summary(print_fn=lines.append)
+    site_line = next(line for line in lines if line.startswith("1 "))
+    assert "linear  auto" in site_line
