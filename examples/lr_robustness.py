@@ -94,16 +94,18 @@ import keras  # noqa: E402
 import keras_linbp  # noqa: E402
 
 
-def _load_binary_cifar10():
-    """examples/binary_cifar10.py as a module (examples/ is not a package)."""
-    path = pathlib.Path(__file__).resolve().parent / "binary_cifar10.py"
-    spec = importlib.util.spec_from_file_location("binary_cifar10", path)
+def _load_example(name):
+    """examples/<name>.py as a module (examples/ is not a package)."""
+    path = pathlib.Path(__file__).resolve().parent / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-binary_cifar10 = _load_binary_cifar10()
+binary_cifar10 = _load_example("binary_cifar10")
+# One intra-op and one inter-op thread (shared, noisy CPUs), as the sweep.
+pin_threads = _load_example("paper_fig1_synthetic").pin_threads
 
 ARCHS = ("binary_vgg", "resnet20")
 RULES = ("baseline", "linear", "auto")
@@ -405,19 +407,6 @@ def plot_heatmap(path, runs, arch):
 
 
 # --- main --------------------------------------------------------------------
-
-def pin_threads(threads):
-    """One intra-op and one inter-op thread (shared, noisy CPUs); no-op once TF runs."""
-    if not threads:
-        return
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:  # TF already initialised (e.g. inside pytest)
-        pass
-
 
 def replot(out):
     """Redraws the heatmaps and tables of `out`/results.json (no training)."""
