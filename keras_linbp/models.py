@@ -17,7 +17,6 @@ all handled by Keras exactly as for a plain `keras.Model`. `evaluate`,
 """
 
 import inspect
-
 import warnings
 
 import keras
@@ -162,12 +161,12 @@ class LinearBackpropModel(keras.Model):
         include_output: also linearize the output layer's activation
             (default False: its exact derivative is kept).
         include_softmax: also linearize softmax sites (default False).
-        include_gates: also linearize multiplicative gates, a bounded
-            activation (sigmoid, ...) whose output a functional graph
-            multiplies into another tensor, as in the squeeze-and-excitation
-            blocks of EfficientNet (default False: a linear gate keeps
-            receiving gradient when it saturates and its un-normalized
-            weights grow until SGD diverges).
+        include_gates: also linearize multiplicative gates: bounded
+            activations (sigmoid, ...) whose output the functional graph
+            uses only as a factor of elementwise products, as in the
+            squeeze-and-excitation blocks of EfficientNet (default False: a
+            linear gate keeps receiving gradient when it saturates and its
+            un-normalized weights grow until SGD diverges).
         **kwargs: arguments of `keras.Model` (`inputs`, `outputs`, `name`,
             ...).
 
