@@ -109,6 +109,14 @@ def _tensorflow(forward, x, args, kwargs, rule):
     return _apply(x)
 
 
+def read_variable(variable):
+    """TensorFlow: the variable's current value as a tensor of the graph
+    being traced (or an eager tensor)."""
+    import tensorflow as tf
+
+    return tf.convert_to_tensor(variable)
+
+
 def scale_gradient(x, scale):
     """TensorFlow: `x` forward; backward, the upstream gradient times
     `scale`, a tensor or variable read when the gradient is computed (so a

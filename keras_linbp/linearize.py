@@ -62,6 +62,19 @@ class LinearizeOptions:
         )
 
 
+def check_slope_paths(slope, all_sites):
+    """Raises `ValueError` when a slope dict names a path that is no site."""
+    if not isinstance(slope, dict):
+        return
+    paths = [site.path for site in all_sites]
+    unknown = [path for path in slope if path not in paths]
+    if unknown:
+        raise ValueError(
+            f"`slope` gives slopes for {unknown}, but the model has no "
+            f"activation site there. Site paths: {paths or 'none'}."
+        )
+
+
 def _site_slopes(selected, slope, calibrated=None):
     """`{site path: slope}` for the selected sites.
 
@@ -93,10 +106,13 @@ def _linear_rule(model, selected, slopes):
         slope = slopes.get(site.path, 1.0)
         if isinstance(slope, (int, float)):
             return ops.linear_backprop(original, slope=slope)
-        # A variable (TensorFlow, `slope="auto"`): read when the gradient is
-        # computed, so recalibrating needs no retrace of a traced step.
+        # A variable (TensorFlow, `slope="auto"`): read here, in the traced
+        # step and before the forward (so also outside any RNN while loop,
+        # whose gradient cannot capture a variable), so a recalibrated value
+        # needs no retrace.
+        value = _backend.read_variable(slope)
         unit = ops.linear_backprop(original, slope=1.0)
-        return lambda a, *args, **kwargs: unit(_backend.scale_gradient(a, slope), *args, **kwargs)
+        return lambda a, *args, **kwargs: unit(_backend.scale_gradient(a, value), *args, **kwargs)
 
     with linbp_sites.swap_sites(selected, make):
         yield
@@ -175,12 +191,14 @@ def linearize(
 
     Raises:
         ValueError / TypeError: for an invalid option, naming it; a `sites`
-            list naming a layer with no activation site.
+            list naming a layer with no activation site; a `slope` dict
+            naming a path that is no site.
     """
     options = _resolve(
         model, slope, sites, from_depth, include_output, include_softmax, include_gates
     )
     all_sites = linbp_sites.find_activation_sites(model, inputs=inputs)
+    check_slope_paths(options.slope, all_sites)
     rows = linbp_sites.explain_selection(all_sites, **options.selection_kwargs())
     selected = [site for site, chosen, _ in rows if chosen]
     if not selected:

@@ -26,6 +26,7 @@ from keras_linbp import _validation
 from keras_linbp import sites as linbp_sites
 from keras_linbp.calibration import NonFiniteSlopesError, calibrate_slopes
 from keras_linbp.linearize import LinearizeOptions
+from keras_linbp.linearize import check_slope_paths
 from keras_linbp.linearize import linearize
 
 BACKPROP_MODES = ("linear", "exact")
@@ -252,7 +253,7 @@ class LinearBackpropModel(keras.Model):
         object.__setattr__(self, "_linbp_slope_variables", None)
         self._calibrated_slopes = None
         self.calibrated_slopes = calibrated_slopes
-        if self.built and self._sites_option is not None:
+        if self.built and (self._sites_option is not None or isinstance(self._slope, dict)):
             # Report a misnamed site now rather than at the first step.
             self.linear_sites()
 
@@ -457,9 +458,10 @@ class LinearBackpropModel(keras.Model):
         return linbp_sites.find_activation_sites(self)
 
     def _selection(self):
+        all_sites = linbp_sites.find_activation_sites(self)
+        check_slope_paths(self._slope, all_sites)
         return linbp_sites.explain_selection(
-            linbp_sites.find_activation_sites(self),
-            **self.linearize_options().selection_kwargs(),
+            all_sites, **self.linearize_options().selection_kwargs()
         )
 
     def linear_sites(self):
@@ -470,8 +472,9 @@ class LinearBackpropModel(keras.Model):
         modes.
 
         Raises:
-            ValueError: if `sites=` names a layer with no activation site
-                (the message lists the sites there are).
+            ValueError: if `sites=` names a layer with no activation site,
+                or a `slope` dict a path that is no site (the message lists
+                the sites there are).
         """
         return [site for site, chosen, _ in self._selection() if chosen]
 

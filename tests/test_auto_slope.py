@@ -220,3 +220,44 @@ def test_summary_before_calibration_says_auto_not_a_number():
     linear.linbp_summary(print_fn=lines.append)
     site_line = next(line for line in lines if line.startswith("1 "))
     assert "linear  auto" in site_line
+
+
+def test_auto_slopes_inside_an_rnn_loop():
+    """An LSTM cell's sites run inside TF's while loop; the traced step
+    reads the slope variables outside it (the loop's gradient could not
+    capture them) and matches the float-slope rule."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 5, 3)).astype("float32")
+    y = rng.integers(0, 2, size=16)
+
+    def build():
+        keras.backend.clear_session()  # the same layer names, so the same site paths
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((5, 3))
+        return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.LSTM(4)(inputs)))
+
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    linear = LinearBackpropModel.from_model(build(), slope="auto", recalibrate="fit")
+    linear.compile(keras.optimizers.SGD(0.5), loss_fn)
+    linear.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    assert len(linear.calibrated_slopes) == 2  # the cell's activation and its gates
+    plain = build()
+    assert {s.path for s in keras_linbp.sites.find_activation_sites(plain)} == set(
+        linear.calibrated_slopes
+    )
+    with tf.GradientTape() as tape:
+        with keras_linbp.linearize(plain, slope=dict(linear.calibrated_slopes)):
+            loss = loss_fn(y, plain(x, training=True))
+    grads = tape.gradient(loss, plain.trainable_variables)
+    for v, w, g in zip(linear.trainable_variables, plain.trainable_variables, grads):
+        np.testing.assert_allclose(v.numpy(), w.numpy() - 0.5 * g.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_a_slope_dict_naming_no_site_is_an_error():
+    model = _mlp()
+    x, _ = _data()
+    with pytest.raises(ValueError, match=r"slopes for \['nope'\].*Site paths: \['r', 's'\]"):
+        with keras_linbp.linearize(model, slope={"r": 0.5, "nope": 0.2}):
+            model(x)
+    with pytest.raises(ValueError, match=r"slopes for \['nope'\]"):
+        LinearBackpropModel.from_model(_mlp(), slope={"nope": 0.2})
