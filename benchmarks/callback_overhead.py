@@ -8,8 +8,10 @@ callbacks probe its first batch).
 Method: one persistent model per configuration; rounds of `fit(epochs=E)`
 interleaved across the configurations, the order rotated every round
 (A B C D, B C D A, ...), so drifts in machine load hit all alike. A second
-plain configuration (`baseline_repeat`) measures the noise floor. TensorFlow is pinned to one intra-op and one
-inter-op thread. The epoch time is measured from `on_epoch_begin` to the
+plain configuration (`baseline_repeat`) measures the noise floor. The
+framework runs on one thread (TensorFlow: one intra-op and one inter-op
+thread; JAX: single-threaded XLA CPU; PyTorch: one thread), as in
+`benchmarks/step_time.py`, whose `setup_backend` this reuses. The epoch time is measured from `on_epoch_begin` to the
 end of `on_epoch_end` of the last callback (so it includes the probe and
 the validation pass), in wall time and in CPU time of the process (the
 latter barely moved by other load on a shared machine; it does not count
@@ -23,9 +25,15 @@ given as a fraction of the baseline epoch; the matplotlib render of the
 image summary (done in a separate low-priority process) is timed too.
 
     python benchmarks/callback_overhead.py --out results/callback_overhead
+    python benchmarks/callback_overhead.py --backend jax --out results/callback_overhead_jax
+    python benchmarks/callback_overhead.py --backend torch --out results/callback_overhead_torch
+
+On JAX and PyTorch the callbacks probe eagerly (`jax.grad` / `torch.autograd`,
+statistics in numpy) and TensorFlow only writes the summaries.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -36,23 +44,43 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
-
-if __name__ == "__main__":
-    # Before any op runs: one thread each, for repeatable CPU ratios.
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import keras_linbp  # noqa: E402
-from keras_linbp.callbacks import GradientFlow  # noqa: E402
-from keras_linbp.callbacks import SaturationHistograms  # noqa: E402
+# Set by `setup` (the Keras backend must be chosen before Keras is imported).
+tf = keras = keras_linbp = GradientFlow = SaturationHistograms = None
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Wall time of each epoch; must be the LAST callback."""
+def setup(backend):
+    """One framework thread (step_time.py's `setup_backend`), then the
+    imports. TensorFlow (which writes the summaries) gets one thread too."""
+    global tf, keras, keras_linbp, GradientFlow, SaturationHistograms
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "step_time.py")
+    spec = importlib.util.spec_from_file_location("step_time", path)
+    step_time = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(step_time)
+    step_time.setup_backend(backend)
+    import tensorflow as tf_module
+
+    if backend != "tensorflow":
+        try:
+            tf_module.config.threading.set_intra_op_parallelism_threads(1)
+            tf_module.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # TensorFlow already initialised
+            pass
+    import keras as keras_module
+
+    import keras_linbp as linbp_module
+    from keras_linbp.callbacks import GradientFlow as gradient_flow
+    from keras_linbp.callbacks import SaturationHistograms as saturation
+
+    tf, keras, keras_linbp = tf_module, keras_module, linbp_module
+    GradientFlow, SaturationHistograms = gradient_flow, saturation
+
+
+class EpochTimer:
+    """Wall and CPU time of each epoch; must be the LAST callback. A
+    `keras.callbacks.Callback` (made by `epoch_timer()` once Keras is
+    imported)."""
 
     def __init__(self):
         super().__init__()
@@ -68,6 +96,10 @@ class EpochTimer(keras.callbacks.Callback):
         # CPU time of this process (all its threads, not the render child):
         # far less sensitive than wall time to other load on the machine.
         self.cpu_times.append(time.process_time() - self._cpu_start)
+
+
+def epoch_timer():
+    return type("EpochTimer", (EpochTimer, keras.callbacks.Callback), {})()
 
 
 def load_digits():
@@ -111,7 +143,9 @@ def main(argv=None):
     parser.add_argument("--epochs-per-round", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--probe-repeats", type=int, default=50)
+    parser.add_argument("--backend", choices=("tensorflow", "jax", "torch"), default="tensorflow")
     args = parser.parse_args(argv)
+    setup(args.backend)
     os.makedirs(args.out, exist_ok=True)
 
     x_train, x_val, y_train, y_val = load_digits()
@@ -140,7 +174,7 @@ def main(argv=None):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             run = runs[name]
-            timer = EpochTimer()
+            timer = epoch_timer()
             run["model"].fit(
                 x_train,
                 y_train,
@@ -165,8 +199,12 @@ def main(argv=None):
         ),
         "method": (
             "interleaved rounds of fit(epochs=%d), %d rounds, first round is "
-            "warm-up; median epoch time; TF 1 intra-op + 1 inter-op thread"
+            "warm-up; median epoch time; one framework thread"
             % (args.epochs_per_round, args.rounds)
+        ),
+        "backend": args.backend,
+        "command": "python benchmarks/callback_overhead.py " + " ".join(
+            sys.argv[1:] if argv is None else [str(a) for a in argv]
         ),
         "steps_per_epoch": int(np.ceil(len(x_train) / args.batch_size)),
         "baseline_epoch_seconds": baseline,
@@ -176,6 +214,7 @@ def main(argv=None):
             "platform": platform.platform(),
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
+            "backend": keras.backend.backend(),
             "keras_linbp": keras_linbp.__version__,
         },
     }
