@@ -1,27 +1,18 @@
 """Smoke test of examples/deep_nets.py: structure and finiteness of a short
 run, plus its helpers against independent references."""
 
-import importlib.util
 import json
 import math
-import pathlib
 
 import keras
 import numpy as np
 import pytest
 
-DEEP_NETS = pathlib.Path(__file__).resolve().parents[1] / "examples" / "deep_nets.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("deep_nets", DEEP_NETS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _examples import load_example
 
 
 def test_refresh_sets_moving_statistics_to_the_batch_statistics():
-    deep_nets = _load()
+    deep_nets = load_example("deep_nets")
     inputs = keras.Input((3,))
     outputs = keras.layers.BatchNormalization(momentum=0.999)(keras.layers.Dense(3)(inputs))
     model = keras.Model(inputs, outputs)
@@ -36,7 +27,7 @@ def test_refresh_sets_moving_statistics_to_the_batch_statistics():
 
 
 def test_summarize_writes_null_for_a_diverged_seed():
-    deep_nets = _load()
+    deep_nets = load_example("deep_nets")
     seeds = [
         {"seed": 0, "loss_per_epoch": [2.0, 1.0], "diverged": False,
          "test_accuracy": 0.8, "test_accuracy_raw": 0.1},
@@ -55,7 +46,7 @@ def test_summarize_writes_null_for_a_diverged_seed():
 def test_smoke_run_writes_results_plot_and_table(tmp_path):
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
-    deep_nets = _load()
+    deep_nets = load_example("deep_nets")
     returned = deep_nets.main(["--out", str(tmp_path), "--smoke"])
 
     results = json.loads((tmp_path / "results.json").read_text())

@@ -1,27 +1,18 @@
 """Smoke test of examples/linbp_attack.py: gradients, I-FGSM and `--smoke`."""
 
-import importlib.util
 import json
 import math
-import pathlib
 
 import numpy as np
 import pytest
 
+from _examples import load_example
+
 pytest.importorskip("sklearn")
-
-ATTACK = pathlib.Path(__file__).resolve().parents[1] / "examples" / "linbp_attack.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("linbp_attack", ATTACK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_exact_input_gradient_and_i_fgsm_stay_in_budget():
-    attack = _load()
+    attack = load_example("linbp_attack")
     x_train, x_test, y_train, y_test = attack.load_data()
     assert x_train.shape[1:] == (8, 8, 1) and 0.0 <= x_train.min() and x_train.max() <= 1.0
     source = attack.build_source()
@@ -39,7 +30,7 @@ def test_exact_input_gradient_and_i_fgsm_stay_in_budget():
 
 
 def test_smoke_run_writes_results_json_and_png(tmp_path, capsys):
-    attack = _load()
+    attack = load_example("linbp_attack")
     returned = attack.main(["--out", str(tmp_path), "--smoke"])
     results = json.loads((tmp_path / "results.json").read_text())
     assert results == json.loads(json.dumps(returned))

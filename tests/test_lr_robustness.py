@@ -1,9 +1,7 @@
 """examples/lr_robustness.py: smoke runs, the ResNet-20 layout, and the model reuse it relies on."""
 
-import importlib.util
 import json
 import math
-import pathlib
 
 import keras
 import numpy as np
@@ -11,14 +9,7 @@ import pytest
 
 import keras_linbp
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
-
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _examples import load_example
 
 
 @pytest.fixture(scope="module")

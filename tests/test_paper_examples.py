@@ -1,8 +1,6 @@
 """The paper's examples run end to end in --smoke mode and write results.json."""
 
-import importlib.util
 import json
-import pathlib
 
 import keras
 import numpy as np
@@ -11,14 +9,7 @@ import pytest
 from keras_linbp.binary import BinaryConv2D
 from keras_linbp.binary import BinaryDense
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
-
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _examples import load_example
 
 
 def test_fig1_smoke(tmp_path):

@@ -1,24 +1,15 @@
 """Smoke test of examples/quickstart.py: a short run writes a sane results.json."""
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
-QUICKSTART = pathlib.Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
-
-
-def _load_quickstart():
-    spec = importlib.util.spec_from_file_location("quickstart", QUICKSTART)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _examples import load_example
 
 
 def test_quickstart_writes_results_json(tmp_path, capsys):
     pytest.importorskip("sklearn")
-    quickstart = _load_quickstart()
+    quickstart = load_example("quickstart")
     returned = quickstart.main(["--epochs", "2", "--seed", "3", "--out", str(tmp_path)])
 
     results = json.loads((tmp_path / "results.json").read_text())

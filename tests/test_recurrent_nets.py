@@ -1,23 +1,14 @@
 """Smoke test of examples/recurrent_nets.py, and its task against numpy."""
 
-import importlib.util
 import json
-import pathlib
 
 import numpy as np
 
-PATH = pathlib.Path(__file__).resolve().parents[1] / "examples" / "recurrent_nets.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("recurrent_nets", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _examples import load_example
 
 
 def test_labels_are_the_argmax_of_first_half_sums():
-    recurrent = _load()
+    recurrent = load_example("recurrent_nets")
     x_train, y_train, x_val, y_val = recurrent.make_data(20, 5)
     x = np.concatenate([x_train, x_val])
     y = np.concatenate([y_train, y_val])
@@ -27,7 +18,7 @@ def test_labels_are_the_argmax_of_first_half_sums():
 
 
 def test_smoke_run_writes_results_and_table(tmp_path):
-    recurrent = _load()
+    recurrent = load_example("recurrent_nets")
     returned = recurrent.main(["--out", str(tmp_path), "--smoke"])
     results = json.loads((tmp_path / "results.json").read_text())
     assert results == json.loads(json.dumps(returned))
