@@ -49,6 +49,17 @@ def test_calibrated_slopes_equal_numpy(statistic):
         np.testing.assert_allclose(got[path], expected[path], rtol=1e-5)
 
 
+def _assert_sgd_step_with_slopes(trained, plain, x, y, loss_fn, lr, slopes, rtol=1e-5):
+    """`trained`'s weights are `plain`'s after one SGD(`lr`) step under
+    `linearize(plain, slope=slopes)` (the float-slope rule, eager)."""
+    with tf.GradientTape() as tape:
+        with keras_linbp.linearize(plain, slope=dict(slopes)):
+            loss = loss_fn(y, plain(x, training=True))
+    grads = tape.gradient(loss, plain.trainable_variables)
+    for v, w, g in zip(trained.trainable_variables, plain.trainable_variables, grads):
+        np.testing.assert_allclose(v.numpy(), w.numpy() - lr * g.numpy(), rtol=rtol, atol=1e-6)
+
+
 def _hand(f, slope):
     def g(x):
         return slope * x + tf.stop_gradient(f(x) - slope * x)
@@ -99,12 +110,7 @@ def test_auto_model_calibrates_in_fit_and_trains_with_those_slopes():
     plain = _restored(initial)
     plain.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    with tf.GradientTape() as tape:
-        with keras_linbp.linearize(plain, slope=dict(linear.calibrated_slopes)):
-            loss = loss_fn(y, plain(x, training=True))
-    grads = tape.gradient(loss, plain.trainable_variables)
-    for v, w, g in zip(linear.trainable_variables, plain.trainable_variables, grads):
-        np.testing.assert_allclose(v.numpy(), w.numpy() - 0.1 * g.numpy(), rtol=1e-5, atol=1e-6)
+    _assert_sgd_step_with_slopes(linear, plain, x, y, loss_fn, 0.1, linear.calibrated_slopes)
     lines = []
     linear.linbp_summary(print_fn=lines.append)
     assert "slope=auto" in lines[0]
@@ -206,12 +212,7 @@ def test_recalibrated_slopes_take_effect_without_retracing_the_step():
     assert slopes_2 != record.seen[0][0]  # the weights moved, so did the slopes
     assert len(traces) == 1
     plain = _restored(weights_2)
-    with tf.GradientTape() as tape:
-        with keras_linbp.linearize(plain, slope=slopes_2):
-            loss = loss_fn(y, plain(x, training=True))
-    grads = tape.gradient(loss, plain.trainable_variables)
-    for v, w, g in zip(linear.trainable_variables, plain.trainable_variables, grads):
-        np.testing.assert_allclose(v.numpy(), w.numpy() - 0.5 * g.numpy(), rtol=1e-5, atol=1e-6)
+    _assert_sgd_step_with_slopes(linear, plain, x, y, loss_fn, 0.5, slopes_2)
 
 
 def test_summary_before_calibration_says_auto_not_a_number():
@@ -245,12 +246,7 @@ def test_auto_slopes_inside_an_rnn_loop():
     assert {s.path for s in keras_linbp.sites.find_activation_sites(plain)} == set(
         linear.calibrated_slopes
     )
-    with tf.GradientTape() as tape:
-        with keras_linbp.linearize(plain, slope=dict(linear.calibrated_slopes)):
-            loss = loss_fn(y, plain(x, training=True))
-    grads = tape.gradient(loss, plain.trainable_variables)
-    for v, w, g in zip(linear.trainable_variables, plain.trainable_variables, grads):
-        np.testing.assert_allclose(v.numpy(), w.numpy() - 0.5 * g.numpy(), rtol=1e-4, atol=1e-6)
+    _assert_sgd_step_with_slopes(linear, plain, x, y, loss_fn, 0.5, linear.calibrated_slopes, rtol=1e-4)
 
 
 def test_a_slope_dict_naming_no_site_is_an_error():
