@@ -132,10 +132,13 @@ def test_results_page_tables_match_results_json():
             cell = _percent((rules[rule]["test_accuracy_mean"], rules[rule]["test_accuracy_std"]))
             assert cell in text, (directory, rule, cell)
 
-    assert "python benchmarks/step_time.py --out results/step_time" in text
-    for case in _results("step_time")["cases"]:
-        ratios = f"| {case['linear_over_exact']:.3f} | {case['model_over_layers']:.3f} | {case['linear_over_identity']:.3f} |"
-        assert ratios in text, (case["model"], case["jit_compile"], ratios)
+    for directory, backend in (
+        ("step_time", "tensorflow"), ("step_time_jax", "jax"), ("step_time_torch", "torch")
+    ):
+        assert f"python benchmarks/step_time.py --backend {backend} --out results/{directory}" in text
+        for case in _results(directory)["cases"]:
+            ratios = f"| {case['linear_over_exact']:.3f} | {case['model_over_layers']:.3f} | {case['linear_over_identity']:.3f} |"
+            assert ratios in text, (directory, case["model"], case["jit_compile"], ratios)
 
     assert "python benchmarks/callback_overhead.py --out results/callback_overhead" in text
     overhead = _results("callback_overhead")["configurations"]
