@@ -62,7 +62,7 @@ class LinearizeOptions:
         )
 
 
-def check_slope_paths(slope, all_sites):
+def _check_slope_paths(slope, all_sites):
     """Raises `ValueError` when a slope dict names a path that is no site."""
     if not isinstance(slope, dict):
         return
@@ -198,7 +198,7 @@ def linearize(
         model, slope, sites, from_depth, include_output, include_softmax, include_gates
     )
     all_sites = linbp_sites.find_activation_sites(model, inputs=inputs)
-    check_slope_paths(options.slope, all_sites)
+    _check_slope_paths(options.slope, all_sites)
     rows = linbp_sites.explain_selection(all_sites, **options.selection_kwargs())
     selected = [site for site, chosen, _ in rows if chosen]
     if not selected:

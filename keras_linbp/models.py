@@ -26,7 +26,7 @@ from keras_linbp import _validation
 from keras_linbp import sites as linbp_sites
 from keras_linbp.calibration import NonFiniteSlopesError, calibrate_slopes
 from keras_linbp.linearize import LinearizeOptions
-from keras_linbp.linearize import check_slope_paths
+from keras_linbp.linearize import _check_slope_paths
 from keras_linbp.linearize import linearize
 
 BACKPROP_MODES = ("linear", "exact")
@@ -459,7 +459,7 @@ class LinearBackpropModel(keras.Model):
 
     def _selection(self):
         all_sites = linbp_sites.find_activation_sites(self)
-        check_slope_paths(self._slope, all_sites)
+        _check_slope_paths(self._slope, all_sites)
         return linbp_sites.explain_selection(
             all_sites, **self.linearize_options().selection_kwargs()
         )
