@@ -257,3 +257,16 @@ def test_a_slope_dict_naming_no_site_is_an_error():
             model(x)
     with pytest.raises(ValueError, match=r"slopes for \['nope'\]"):
         LinearBackpropModel.from_model(_mlp(), slope={"nope": 0.2})
+
+
+def test_switching_to_auto_uses_the_slopes_calibrated_before():
+    x, y = _data()
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model = _mlp()
+    initial = model.get_weights()
+    linear = LinearBackpropModel.from_model(model, slope=1.0, recalibrate="never")
+    slopes = linear.calibrate_slopes(x)
+    linear.slope = "auto"
+    linear.compile(keras.optimizers.SGD(0.5), loss_fn)
+    linear.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
+    _assert_sgd_step_with_slopes(linear, _restored(initial), x, y, loss_fn, 0.5, slopes)
