@@ -111,7 +111,7 @@ def _tensorflow(forward, x, args, kwargs, rule):
 
 def read_variable(variable):
     """TensorFlow: the variable's current value as a tensor of the graph
-    being traced (or an eager tensor)."""
+    being traced (or an eager tensor); a tensor as it is."""
     import tensorflow as tf
 
     return tf.convert_to_tensor(variable)

@@ -98,21 +98,29 @@ def _warn_once(model, key, message):
     warnings.warn(message, stacklevel=4)
 
 
+def _linear_site_rule(original, slope):
+    """`original` with the linear rule `g <- slope * g`.
+
+    `slope` is a number, or (TensorFlow) a tensor or variable: `slope="auto"`
+    steps read the calibrated slopes from variables, and `GradientFlow`'s
+    traced probe takes them as arguments, so new values need no retrace. A
+    variable is read here, in the traced step and before the forward (so
+    also outside any RNN while loop, whose gradient cannot capture a
+    variable).
+    """
+    if isinstance(slope, (int, float)):
+        return ops.linear_backprop(original, slope=slope)
+    value = _backend.read_variable(slope)
+    unit = ops.linear_backprop(original, slope=1.0)
+    return lambda a, *args, **kwargs: unit(_backend.scale_gradient(a, value), *args, **kwargs)
+
+
 @contextlib.contextmanager
 def _linear_rule(model, selected, slopes):
     """Swaps `selected` sites of `model` to the linear rule with `slopes`."""
 
     def make(site, original):
-        slope = slopes.get(site.path, 1.0)
-        if isinstance(slope, (int, float)):
-            return ops.linear_backprop(original, slope=slope)
-        # A variable (TensorFlow, `slope="auto"`): read here, in the traced
-        # step and before the forward (so also outside any RNN while loop,
-        # whose gradient cannot capture a variable), so a recalibrated value
-        # needs no retrace.
-        value = _backend.read_variable(slope)
-        unit = ops.linear_backprop(original, slope=1.0)
-        return lambda a, *args, **kwargs: unit(_backend.scale_gradient(a, value), *args, **kwargs)
+        return _linear_site_rule(original, slopes.get(site.path, 1.0))
 
     with linbp_sites.swap_sites(selected, make):
         yield

@@ -5,9 +5,7 @@ under linear backprop, in TensorBoard. Its tags are listed in
 import keras
 import numpy as np
 
-from keras_linbp import _backend
 from keras_linbp import _compat
-from keras_linbp import ops as linbp_ops
 from keras_linbp import sites as linbp_sites
 from keras_linbp.callbacks import _arguments
 from keras_linbp.callbacks import _base
@@ -17,6 +15,7 @@ from keras_linbp.callbacks import _sites
 from keras_linbp.callbacks import _statistics
 from keras_linbp.callbacks import tags
 from keras_linbp.callbacks._tensorflow import tf
+from keras_linbp.linearize import _linear_site_rule
 
 __all__ = ["GradientFlow"]
 
@@ -249,11 +248,8 @@ class GradientFlow(_base.ProbeCallback):
             index = self._linear_index.get(_sites.site_key(site))
             if index is None:
                 return original
-            # linear_backprop's g <- g, then times the site's slope tensor:
-            # together g <- slope * g.
-            unit = linbp_ops.linear_backprop(original, slope=1.0)
-            slope = slopes[index]
-            return lambda a, *args, **kwargs: unit(_backend.scale_gradient(a, slope), *args, **kwargs)
+            # The rule training applies, at the site's slope tensor.
+            return _linear_site_rule(original, slopes[index])
 
         self._linear_recorder.start(replace=linear_rule)
         linear = self._gradients(self._linear_recorder, x, y, sample_weight)
@@ -316,7 +312,7 @@ class GradientFlow(_base.ProbeCallback):
             # The rule training applies: linear_backprop at the site's slope.
             if _sites.site_key(site) not in self._linear_index:
                 return original
-            return linbp_ops.linear_backprop(original, slope=slope_of(site))
+            return _linear_site_rule(original, slope_of(site))
 
         linear = self._eager_gradients(linear_rule)
         with self._writer.as_default(step=step):
