@@ -322,11 +322,7 @@ class LinearBackpropModel(keras.Model):
         value = _validation.check_slope(value, allow_auto=True, allow_dict=True)
         if value != self._slope:
             self._slope = value
-            if value == "auto" and self._calibrated_slopes is not None:
-                # Make the variables for the slopes calibrated earlier.
-                slopes, self._calibrated_slopes = self._calibrated_slopes, None
-                object.__setattr__(self, "_linbp_slope_variables", None)
-                self.calibrated_slopes = slopes
+            self._hold_calibrated_slopes()
             self._retrace_train_function()
 
     @property
@@ -365,9 +361,16 @@ class LinearBackpropModel(keras.Model):
     @calibrated_slopes.setter
     def calibrated_slopes(self, value):
         value = None if not value else _validation.check_slope(dict(value), allow_dict=True)
-        if value == self._calibrated_slopes:
-            return
-        self._calibrated_slopes = value
+        if value != self._calibrated_slopes:
+            self._calibrated_slopes = value
+            self._hold_calibrated_slopes()
+
+    def _hold_calibrated_slopes(self):
+        """With `slope="auto"`, puts the calibrated slopes where the step
+        reads them: into the TensorFlow variables when they hold the same
+        sites (no retrace), else into new ones (or, on JAX/PyTorch, into a
+        new trace of the step)."""
+        value = self._calibrated_slopes
         if self._slope != "auto" or value is None:
             return
         variables = self._linbp_slope_variables
