@@ -241,13 +241,19 @@ def fit_training_data(fit_locals):
     callbacks can read a batch of it again: a `keras.utils.PyDataset`, a
     `tf.data.Dataset`, or None when it is a Python generator (reading it
     would take batches from training)."""
+    return _reread_fit_data(fit_locals, lambda adapter: adapter.get_tf_dataset())
+
+
+def _reread_fit_data(fit_locals, read):
+    """`read(adapter)` on a running `fit`'s data adapter; its PyDataset
+    as itself; None for a Python generator."""
     adapter = fit_locals["epoch_iterator"].data_adapter
     if type(adapter).__name__ == "GeneratorDataAdapter":
         return None
     py_dataset = getattr(adapter, "py_dataset", None)
     if py_dataset is not None:
         return py_dataset
-    return adapter.get_tf_dataset()
+    return read(adapter)
 
 
 def _check_callback_internals():
@@ -285,12 +291,6 @@ def fit_training_batch(fit_locals):
     PyTorch backends (no TensorFlow pipeline is built): a
     `keras.utils.PyDataset` as itself, None for a Python generator (reading
     it would take batches from training)."""
-    adapter = fit_locals["epoch_iterator"].data_adapter
-    if type(adapter).__name__ == "GeneratorDataAdapter":
-        return None
-    py_dataset = getattr(adapter, "py_dataset", None)
-    if py_dataset is not None:
-        return py_dataset
-    for batch in adapter.get_numpy_iterator():
-        return batch
-    return None
+    return _reread_fit_data(
+        fit_locals, lambda adapter: next(iter(adapter.get_numpy_iterator()), None)
+    )
