@@ -205,29 +205,40 @@ class SaturationHistograms(_base.ProbeCallback):
         _eager.forward(self.model, self._selected, self._recorder, x)
         image_counts = {}
         with self._writer.as_default(step=step):
-            for site in self._selected:
-                key = _sites.site_key(site)
-                if key not in self._recorder.inputs:
-                    continue
-                a = self._recorder.inputs[key]
-                args, kwargs = self._recorder.extra_args[key]
-                plain = self._plain[key]
-                kind, max_derivative = self._kinds[key]
+            for stem, a, f, kind, max_derivative in self._recorded_sites():
                 with _eager.no_gradients():
-                    h = _eager.to_numpy(plain(a, *args, **kwargs))
+                    h = _eager.to_numpy(f(a))
                 d = None
                 if kind != "softmax":
-                    d = abs(_backend.elementwise_derivative(plain, a, args, kwargs))
+                    d = abs(_backend.elementwise_derivative(f, a))
                 scalars, values, valid = _statistics.site_statistics_numpy(
                     _eager.to_numpy(a), h, d, kind, max_derivative, self.threshold
                 )
-                stem = self._tags[key]
                 self._write_site(tf, stem, scalars, values, valid, step)
                 if self.image:
                     image_counts[stem] = _statistics.image_histogram_numpy(
                         values[tags.ACTIVATION], valid, IMAGE_BINS
                     )
         return image_counts
+
+    def _recorded_sites(self):
+        """`(stem, a, f, kind, max_derivative)` for each selected site the
+        last recording forward reached (eager and traced probes alike):
+        its tag stem, its input, `f(t)` = the site's plain function with the
+        call's extra arguments, its saturation kind and largest
+        derivative."""
+        for site in self._selected:
+            key = _sites.site_key(site)
+            if key not in self._recorder.inputs:
+                continue
+            args, kwargs = self._recorder.extra_args[key]
+            plain = self._plain[key]
+
+            def f(t, plain=plain, args=args, kwargs=kwargs):
+                return plain(t, *args, **kwargs)
+
+            kind, max_derivative = self._kinds[key]
+            yield self._tags[key], self._recorder.inputs[key], f, kind, max_derivative
 
     def _write_site(self, tf, stem, scalars, values, valid, step):
         """One site's scalars and histograms (eager and traced probes alike)."""
@@ -244,24 +255,14 @@ class SaturationHistograms(_base.ProbeCallback):
             self.model(x, training=False)
         image_counts = {}
         with self._writer.as_default(step=step):
-            for site in self._selected:
-                key = _sites.site_key(site)
-                if key not in self._recorder.inputs:
-                    continue
-                a = self._recorder.inputs[key]
-                args, kwargs = self._recorder.extra_args[key]
-                plain = self._plain[key]
-                kind, max_derivative = self._kinds[key]
+            for stem, a, f, kind, max_derivative in self._recorded_sites():
                 if kind == "softmax":
-                    h, d = plain(a, *args, **kwargs), None
+                    h, d = f(a), None
                 else:
-                    h, d = _statistics.local_derivative(
-                        lambda t: plain(t, *args, **kwargs), a
-                    )
+                    h, d = _statistics.local_derivative(f, a)
                 scalars, values, valid = _statistics.site_statistics(
                     a, h, d, kind, max_derivative, self.threshold
                 )
-                stem = self._tags[key]
                 self._write_site(tf, stem, scalars, values, valid, step)
                 if self.image:
                     image_counts[stem] = _statistics.image_histogram(
