@@ -253,6 +253,17 @@ class GradientFlow(_base.ProbeCallback):
 
         self._linear_recorder.start(replace=linear_rule)
         linear = self._gradients(self._linear_recorder, x, y, sample_weight)
+        self._write(
+            step, exact, linear,
+            flatten=lambda gradient: tf.reshape(tf.cast(gradient, tf.float32), [-1]),
+            norm=tf.norm,
+            finite=tf.math.is_finite,
+        )
+
+    def _write(self, step, exact, linear, flatten, norm, finite):
+        """Each logged site's gradient norm (and histogram) under both
+        rules; `flatten`, `norm` and `finite` are TensorFlow's in the traced
+        probe, numpy's in the eager one."""
         with self._writer.as_default(step=step):
             for key, stem, kernel in self._logged:
                 if key not in exact:
@@ -261,20 +272,15 @@ class GradientFlow(_base.ProbeCallback):
                     tags.INPUT if kernel is None else tags.KERNEL
                 ]
                 for rule, gradient in ((tags.EXACT, exact[key]), (tags.LINEAR, linear[key])):
-                    gradient = tf.cast(gradient, tf.float32)
+                    flat = flatten(gradient)
                     tf.summary.scalar(
-                        tags.gradient_norm(stem, rule), tf.norm(gradient), step=step,
+                        tags.gradient_norm(stem, rule), norm(flat), step=step,
                         description=description,
                     )
                     if self.histograms:
-                        flat = tf.reshape(gradient, [-1])
                         _statistics.write_histogram(
-                            tags.gradient_histogram(stem, rule),
-                            flat,
-                            tf.math.is_finite(flat),
-                            step,
-                            _statistics.DEFAULT_BUCKETS,
-                            description=description,
+                            tags.gradient_histogram(stem, rule), flat, finite(flat),
+                            step, _statistics.DEFAULT_BUCKETS, description=description,
                         )
 
     # --- JAX and PyTorch ------------------------------------------------------
@@ -315,25 +321,12 @@ class GradientFlow(_base.ProbeCallback):
             return _linear_site_rule(original, slope_of(site))
 
         linear = self._eager_gradients(linear_rule)
-        with self._writer.as_default(step=step):
-            for key, stem, kernel in self._logged:
-                if key not in exact:
-                    continue  # a kernel-less site inside a loop
-                description = tags.GRADIENT_DESCRIPTIONS[
-                    tags.INPUT if kernel is None else tags.KERNEL
-                ]
-                for rule, gradient in ((tags.EXACT, exact[key]), (tags.LINEAR, linear[key])):
-                    flat = np.asarray(gradient, np.float32).reshape(-1)
-                    tf.summary.scalar(
-                        tags.gradient_norm(stem, rule),
-                        np.float32(np.linalg.norm(flat.astype(np.float64))),
-                        step=step, description=description,
-                    )
-                    if self.histograms:
-                        _statistics.write_histogram(
-                            tags.gradient_histogram(stem, rule), flat, np.isfinite(flat),
-                            step, _statistics.DEFAULT_BUCKETS, description=description,
-                        )
+        self._write(
+            step, exact, linear,
+            flatten=lambda gradient: np.asarray(gradient, np.float32).reshape(-1),
+            norm=lambda flat: np.float32(np.linalg.norm(flat.astype(np.float64))),
+            finite=np.isfinite,
+        )
 
     def _slopes_now(self):
         """The slope in force at each linear site, in `_linear_sites` order."""
