@@ -58,6 +58,7 @@ def make_data(n_train=1536, n_val=512, seed=0):
 
 
 def build(seed):
+    """The LSTM model; its weights depend only on `seed`."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((STEPS, FEATURES))
@@ -71,9 +72,7 @@ def _finite_or_none(value):
 
 def train_one(seed, slope, gates_exact, optimizer, data, epochs):
     x_train, y_train, x_val, y_val = data
-    weights = build(seed).get_weights()
-    model = build(seed)
-    model.set_weights(weights)
+    model = build(seed)  # the same weights for every rule of a seed
     if slope is not None:
         sites = None
         if gates_exact:
