@@ -18,8 +18,8 @@ means the linear rule's gradient has exact backprop's scale.
 """
 
 import argparse
-import json
 import os
+import pathlib
 import sys
 import time
 
@@ -30,6 +30,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_linbp  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from measure import write_results  # noqa: E402  (results.json, as every benchmark writes it)
 
 MODELS = {
     "MobileNetV2": lambda: keras.applications.MobileNetV2(
@@ -113,14 +116,12 @@ def main(argv=None):
                 f"[{time.time() - start:.0f} s]",
                 flush=True,
             )
-    os.makedirs(args.out, exist_ok=True)
     result = {
         "command": "python benchmarks/auto_slope_candidates.py " + " ".join(argv or sys.argv[1:]),
         "batch": args.batch,
         "rows": rows,
     }
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    write_results(args.out, result)
 
 
 if __name__ == "__main__":

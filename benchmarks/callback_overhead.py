@@ -11,9 +11,10 @@ interleaved across the configurations, the order rotated every round
 plain configuration (`baseline_repeat`) measures the noise floor. The
 framework runs on one thread (TensorFlow: one intra-op and one inter-op
 thread; JAX: single-threaded XLA CPU; PyTorch: one thread), as in
-`benchmarks/step_time.py`, whose `setup_backend` this reuses. The epoch time is measured from `on_epoch_begin` to the
-end of `on_epoch_end` of the last callback (so it includes the probe and
-the validation pass), in wall time and in CPU time of the process (the
+`benchmarks/step_time.py`, with `benchmarks/measure.py`'s `setup_backend`.
+The epoch time is measured from `on_epoch_begin` to the end of
+`on_epoch_end` of the last callback (so it includes the probe and the
+validation pass), in wall time and in CPU time of the process (the
 latter barely moved by other load on a shared machine; it does not count
 the image render process, timed separately). The first round is warm-up (it traces the train,
 test and probe functions); steady-state ratios are medians over the
@@ -33,9 +34,8 @@ statistics in numpy) and TensorFlow only writes the summaries.
 """
 
 import argparse
-import importlib.util
-import json
 import os
+import pathlib
 import platform
 import statistics
 import sys
@@ -46,19 +46,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import measure  # noqa: E402  (the method: thread pinning, rotation, results.json)
+
 # Set by `setup` (the Keras backend must be chosen before Keras is imported).
 tf = keras = keras_linbp = GradientFlow = SaturationHistograms = None
 
 
 def setup(backend):
-    """One framework thread (step_time.py's `setup_backend`), then the
-    imports. TensorFlow (which writes the summaries) gets one thread too."""
+    """One framework thread (`measure.setup_backend`), then the imports.
+    TensorFlow (which writes the summaries) gets one thread too."""
     global tf, keras, keras_linbp, GradientFlow, SaturationHistograms
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "step_time.py")
-    spec = importlib.util.spec_from_file_location("step_time", path)
-    step_time = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(step_time)
-    step_time.setup_backend(backend)
+    measure.setup_backend(backend)
     import tensorflow as tf_module
 
     if backend != "tensorflow":
@@ -171,8 +170,7 @@ def main(argv=None):
     names = list(runs)
     for round_index in range(args.rounds):
         # Rotate the order each round: no configuration always runs first.
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in measure.rotation(names, round_index):
             run = runs[name]
             timer = epoch_timer()
             run["model"].fit(
@@ -278,8 +276,7 @@ def main(argv=None):
     results["cpu_ratio_no_image"] = configurations_out["saturation_no_image"]["cpu_ratio_to_baseline"]
     results["cpu_ratio_gradient_flow"] = configurations_out["gradient_flow"]["cpu_ratio_to_baseline"]
     results["target_ratio"] = 1.03
-    with open(os.path.join(args.out, "results.json"), "w") as handle:
-        json.dump(results, handle, indent=2)
+    measure.write_results(args.out, results)
     for name, row in results["configurations"].items():
         probe = row.get("probe_seconds")
         print(

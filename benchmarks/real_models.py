@@ -13,10 +13,11 @@ on logits, reports:
   with the default options (output layer and softmax sites exact);
 - `peak_mib`: the working memory of one training step, exact (a plain
   `keras.Model`) vs linear (`LinearBackpropModel.from_model` of it: the same
-  layers and weights), with the method of `benchmarks/step_time.py` (its
-  `tf_step_memory_mib`: TF allocator peak during one `train_on_batch` minus
-  the memory in use just before it, TF graph mode, median of 3 steps after a
-  tracing step), each variant in its own process (TF's allocator peak
+  layers and weights), with the method of `benchmarks/step_time.py`
+  (`step_probes.tf_step_memory_mib`: TF allocator peak during one
+  `train_on_batch` minus the memory in use just before it, TF graph mode,
+  median of 3 steps after a tracing step; `measure.run_children`), each
+  variant in its own process (TF's allocator peak
   depends on what the process allocated before), the models one after
   another, one alive at a time;
 - `step_time_linear_over_exact`: the median over interleaved rounds of the
@@ -35,7 +36,8 @@ diverge on the deep batch-normalised convnets, and NaNs would change what a
 step costs). The learning rate changes neither the ops nor their memory.
 
 keras-hub is an optional extra (`pip install -e ".[hub]"`): without it the
-keras-hub models are skipped with a message.
+keras-hub models are skipped with a message. The models are built in
+`real_model_builders.py`; the method is `measure.py`'s and `step_probes.py`'s.
 
     python benchmarks/real_models.py --out results/real_models
     python benchmarks/real_models.py --out /tmp/real --models GPT2 Gemma
@@ -49,7 +51,6 @@ import os
 import pathlib
 import platform
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -57,14 +58,14 @@ import warnings
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import step_time  # noqa: E402  (the method: thread pinning, memory probe)
+import measure  # noqa: E402  (the method: thread pinning, interleaving, children)
 
 # Before any op runs and before Keras is imported: the TensorFlow backend
 # (whatever KERAS_BACKEND says), one intra-op and one inter-op thread.
-step_time.setup_backend("tensorflow")
+measure.setup_backend("tensorflow")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import step_probes  # noqa: E402  (the step memory probe)
 import tensorflow as tf  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")
@@ -74,18 +75,20 @@ warnings.filterwarnings("ignore", message="Gradients do not exist for variables"
 
 import keras_linbp  # noqa: E402
 from keras_linbp import LinearBackpropModel  # noqa: E402
+from real_model_builders import (  # noqa: E402  (the models and their batches)
+    APPLICATIONS,
+    BUILDERS,
+    HUB_CONFIG,
+    HUB_MODELS,
+    IMAGE_BATCH,
+    IMAGE_SIDE,
+    QUICK_MODELS,
+    SEQUENCE_LENGTH,
+    TEXT_BATCH,
+    VOCABULARY,
+    hub_available,
+)
 
-CLASSES = 10
-IMAGE_SIDE = 64
-IMAGE_BATCH = 16
-SEQUENCE_LENGTH = 128
-TEXT_BATCH = 8
-VOCABULARY = 1000
-HUB_CONFIG = {"num_layers": 4, "hidden_dim": 256, "intermediate_dim": 1024, "num_heads": 4}
-
-APPLICATIONS = ("MobileNetV2", "ResNet50", "EfficientNetB0", "ConvNeXtTiny")
-HUB_MODELS = ("GPT2", "BERT", "ViT", "Gemma", "Llama")
-QUICK_MODELS = ("TinyCNN",)
 
 # Issue 8's targets for linear / exact step memory (None: measured only).
 TARGETS = {
@@ -101,140 +104,6 @@ FULL = {"repeats": 7, "block_seconds": 1.0, "memory_steps": 3}
 QUICK = {"repeats": 3, "block_seconds": 0.05, "memory_steps": 3}
 
 
-# --- models -------------------------------------------------------------------
-
-
-def _image_batch(batch, side=IMAGE_SIDE, seed=0):
-    rng = np.random.default_rng(seed)
-    x = tf.constant(rng.normal(size=(batch, side, side, 3)), tf.float32)
-    y = tf.constant(rng.integers(0, CLASSES, size=(batch,)), tf.int64)
-    return x, y
-
-
-def _application(name):
-    def build():
-        constructor = getattr(keras.applications, name)
-        model = constructor(
-            weights=None,
-            input_shape=(IMAGE_SIDE, IMAGE_SIDE, 3),
-            classes=CLASSES,
-            classifier_activation=None,
-        )
-        return model, _image_batch(IMAGE_BATCH)
-
-    return build
-
-
-def _tiny_cnn():
-    """The `--quick` model: two conv sites (relu, gelu), one dense (tanh)."""
-    inputs = keras.Input((32, 32, 3))
-    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
-    h = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="gelu")(h)
-    h = keras.layers.GlobalAveragePooling2D()(h)
-    h = keras.layers.Dense(16, activation="tanh")(h)
-    model = keras.Model(inputs, keras.layers.Dense(CLASSES)(h), name="tiny_cnn")
-    return model, _image_batch(32, side=32)
-
-
-def _with_sequence_head(backbone, name):
-    """backbone -> mean over the sequence of its sequence output -> Dense(10)."""
-    inputs = keras.tree.map_structure(
-        lambda spec: keras.Input(spec.shape[1:], dtype=spec.dtype, name=spec.name),
-        backbone.input,
-    )
-    outputs = backbone(inputs)
-    if isinstance(outputs, dict):
-        outputs = outputs["sequence_output"]
-    pooled = keras.layers.GlobalAveragePooling1D(name="mean_over_sequence")(outputs)
-    logits = keras.layers.Dense(CLASSES, name="head")(pooled)
-    return keras.Model(inputs, logits, name=name)
-
-
-def _token_batch(input_names, seed=0):
-    rng = np.random.default_rng(seed)
-    shape = (TEXT_BATCH, SEQUENCE_LENGTH)
-    x = {}
-    for name in input_names:
-        if name == "token_ids":
-            x[name] = tf.constant(rng.integers(0, VOCABULARY, size=shape), tf.int32)
-        elif name == "padding_mask":
-            x[name] = tf.ones(shape, tf.int32)
-        elif name == "segment_ids":
-            x[name] = tf.zeros(shape, tf.int32)
-        else:
-            raise ValueError(f"unexpected backbone input {name!r}")
-    y = tf.constant(rng.integers(0, CLASSES, size=(TEXT_BATCH,)), tf.int64)
-    return x, y
-
-
-def _hub_backbone(name):
-    import keras_hub  # optional extra; ImportError is handled by the caller
-
-    c = HUB_CONFIG
-    if name == "GPT2":
-        return keras_hub.models.GPT2Backbone(
-            vocabulary_size=VOCABULARY, num_layers=c["num_layers"], num_heads=c["num_heads"],
-            hidden_dim=c["hidden_dim"], intermediate_dim=c["intermediate_dim"],
-            max_sequence_length=SEQUENCE_LENGTH,
-        )
-    if name == "BERT":
-        return keras_hub.models.BertBackbone(
-            vocabulary_size=VOCABULARY, num_layers=c["num_layers"], num_heads=c["num_heads"],
-            hidden_dim=c["hidden_dim"], intermediate_dim=c["intermediate_dim"],
-            max_sequence_length=SEQUENCE_LENGTH,
-        )
-    if name == "ViT":
-        # 64x128 images in 8x8 patches: 128 patches (+ the class token).
-        return keras_hub.models.ViTBackbone(
-            image_shape=(IMAGE_SIDE, 2 * IMAGE_SIDE, 3), patch_size=8,
-            num_layers=c["num_layers"], num_heads=c["num_heads"],
-            hidden_dim=c["hidden_dim"], mlp_dim=c["intermediate_dim"],
-        )
-    if name == "Gemma":
-        # GemmaDecoderBlock splits intermediate_dim into gate and up halves.
-        return keras_hub.models.GemmaBackbone(
-            vocabulary_size=VOCABULARY, num_layers=c["num_layers"],
-            num_query_heads=c["num_heads"], num_key_value_heads=c["num_heads"],
-            hidden_dim=c["hidden_dim"], intermediate_dim=2 * c["intermediate_dim"],
-            head_dim=c["hidden_dim"] // c["num_heads"],
-        )
-    if name == "Llama":
-        return keras_hub.models.LlamaBackbone(
-            vocabulary_size=VOCABULARY, num_layers=c["num_layers"],
-            num_query_heads=c["num_heads"], num_key_value_heads=c["num_heads"],
-            hidden_dim=c["hidden_dim"], intermediate_dim=c["intermediate_dim"],
-        )
-    raise ValueError(name)
-
-
-def _hub(name):
-    def build():
-        backbone = _hub_backbone(name)
-        model = _with_sequence_head(backbone, name.lower())
-        if name == "ViT":
-            rng = np.random.default_rng(0)
-            images = rng.normal(size=(TEXT_BATCH, IMAGE_SIDE, 2 * IMAGE_SIDE, 3))
-            x = tf.constant(images, tf.float32)
-            y = tf.constant(rng.integers(0, CLASSES, size=(TEXT_BATCH,)), tf.int64)
-            return model, (x, y)
-        return model, _token_batch(list(model.input))
-
-    return build
-
-
-BUILDERS = {name: _application(name) for name in APPLICATIONS}
-BUILDERS.update({name: _hub(name) for name in HUB_MODELS})
-BUILDERS["TinyCNN"] = _tiny_cnn
-
-
-def hub_available():
-    try:
-        import keras_hub  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 # --- measurement --------------------------------------------------------------
 
 
@@ -247,10 +116,6 @@ def _compile(model):
 
 
 VARIANTS = ("exact", "linear", "exact_again")
-
-
-def _ratio(numerator, denominator):
-    return round(numerator / denominator, 4) if denominator > 0 else None
 
 
 def _build(name):
@@ -278,7 +143,7 @@ def memory_of_variant(variant, names, config):
         model = _variant(base, variant)
         model.train_on_batch(x, y)  # trace outside the measurement
         steps = config["memory_steps"]
-        mib[name] = statistics.median(step_time.tf_step_memory_mib(model, x, y) for _ in range(steps))
+        mib[name] = statistics.median(step_probes.tf_step_memory_mib(model, x, y) for _ in range(steps))
         del model, base
     keras.backend.clear_session()
     return mib
@@ -288,7 +153,7 @@ def memory_in_children(names, args):
     """{variant: {model: MiB}}, each variant measured in its own process.
 
     TensorFlow's allocator peak depends on what the process allocated before
-    (see `benchmarks/step_time.py`, `memory_cases`): measured one after the
+    (see `benchmarks/step_time_memory.py`, `memory_cases`): measured one after the
     other in one process, a variant's peak depends on the variants before
     it. In its own process every variant has the same history. The children
     run side by side: an allocator's peak is its own process's, and nothing
@@ -296,23 +161,18 @@ def memory_in_children(names, args):
     """
     command = [sys.executable, os.path.abspath(__file__), "--out", "-", "--models", *names]
     command += ["--quick"] if args.quick else []
-    children = {
-        variant: subprocess.Popen(
-            command + ["--child-memory", variant],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for variant in VARIANTS
-    }
+    children = measure.run_children(
+        {variant: command + ["--child-memory", variant] for variant in VARIANTS},
+        parallel=True, keep_stderr=True,
+    )
     memory = {}
-    for variant, process in children.items():
-        stdout, stderr = process.communicate()
-        lines = stdout.strip().splitlines()
-        if process.returncode != 0 or not lines:
+    for variant, child in children.items():
+        if child.result is None:
             raise RuntimeError(
-                f"the memory child for {variant!r} exited with {process.returncode}:\n"
-                f"{stderr[-3000:]}"
+                f"the memory child for {variant!r} exited with {child.returncode}:\n"
+                f"{child.stderr[-3000:]}"
             )
-        memory[variant] = json.loads(lines[-1])
+        memory[variant] = child.result
     return memory
 
 
@@ -324,36 +184,22 @@ def measure_time(name, config):
     models = {variant: _variant(base, variant) for variant in ("exact", "exact_again", "linear")}
     linear_sites = models["linear"].linear_sites()
     all_sites = models["linear"].activation_sites()
-    slowest = 0.0
-    for model in models.values():
-        logs = model.train_on_batch(x, y)  # trace
-        start = time.process_time()
-        model.train_on_batch(x, y)
-        slowest = max(slowest, time.process_time() - start)
+    # One tracing step, then one timed: sizes the blocks.
+    slowest = measure.slowest_step_seconds(models, x, y, warmup_steps=1, timed_steps=1)
     steps = max(1, int(round(config["block_seconds"] / max(slowest, 1e-4))))
-    cpu = {variant: [] for variant in models}
-    order = list(models)
-    for round_index in range(config["repeats"]):
-        shift = round_index % len(order)
-        for variant in order[shift:] + order[:shift]:
-            start = time.process_time()
-            for _ in range(steps):
-                logs = models[variant].train_on_batch(x, y)
-            cpu[variant].append(1000.0 * (time.process_time() - start) / steps)
-            if not np.all(np.isfinite(logs)):
-                raise FloatingPointError(f"{name} {variant}: non-finite loss {logs}")
-
-    def paired_ratio(numerator, denominator):
-        return round(statistics.median(a / b for a, b in zip(cpu[numerator], cpu[denominator])), 4)
+    try:
+        cpu, _ = measure.time_interleaved(models, x, y, steps, config["repeats"])
+    except FloatingPointError as error:
+        raise FloatingPointError(f"{name} {error}") from None
 
     result = {
         "model": name,
         "parameters": int(base.count_params()),
         "activation_sites": len(all_sites),
         "linear_sites": len(linear_sites),
-        "step_time_linear_over_exact": paired_ratio("linear", "exact"),
-        "step_time_exact_over_exact": paired_ratio("exact_again", "exact"),
-        "cpu_ms_per_step": {v: round(statistics.median(t), 2) for v, t in cpu.items()},
+        "step_time_linear_over_exact": measure.paired_ratio(cpu, "linear", "exact"),
+        "step_time_exact_over_exact": measure.paired_ratio(cpu, "exact_again", "exact"),
+        "cpu_ms_per_step": measure.medians(cpu, 2),
         "steps_per_block": steps,
         "time_seconds": round(time.perf_counter() - started, 1),
     }
@@ -374,8 +220,8 @@ def combine(timing, memory):
         "linear_sites": timing["linear_sites"],
         "peak_mib": {variant: round(value, 2) for variant, value in peak.items()},
         # TF's CPU allocator counts in coarse chunks: a tiny step can read 0.
-        "linear_over_exact": _ratio(peak["linear"], peak["exact"]),
-        "memory_exact_over_exact": _ratio(peak["exact_again"], peak["exact"]),
+        "linear_over_exact": measure.ratio(peak["linear"], peak["exact"]),
+        "memory_exact_over_exact": measure.ratio(peak["exact_again"], peak["exact"]),
         **{key: value for key, value in timing.items() if key.startswith(("step_time", "cpu_ms"))},
         "steps_per_block": timing["steps_per_block"],
         "target_linear_over_exact": TARGETS.get(name),
@@ -496,9 +342,9 @@ def main(argv=None):
                 "vit": {"image_shape": [IMAGE_SIDE, 2 * IMAGE_SIDE, 3], "patch_size": 8}},
         "optimizer": "SGD(learning_rate=0.0)",
         "loss": "sparse categorical cross-entropy on logits",
-        "threads": {"intra_op": 1, "inter_op": 1},
-        "memory_device": "GPU:0" if step_time.ON_GPU else "CPU:0",
-        "memory_method": "benchmarks/step_time.py tf_step_memory_mib, median of memory_steps "
+        "threads": measure.thread_config(),
+        "memory_device": "GPU:0" if measure.ON_GPU else "CPU:0",
+        "memory_method": "benchmarks/step_probes.py tf_step_memory_mib, median of memory_steps "
         "steps; each variant (exact, linear, exact_again) in its own process, the models "
         "one after another, one alive at a time",
         "memory_seconds": memory_seconds,
@@ -513,11 +359,7 @@ def main(argv=None):
     }
     table = markdown_table(results)
     results["markdown_table"] = table
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(f"`{results['command']}`\n\n{table}\n")
+    measure.write_results(args.out, results, f"`{results['command']}`\n\n{table}\n")
     print()
     print(table)
     print(f"\n{results['command']}\nwrote {os.path.join(args.out, 'results.json')} in "

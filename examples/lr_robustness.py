@@ -50,7 +50,7 @@ Runs of one (arch, rule, optimizer) share one compiled model: before each
 optimizer's variables are zeroed (iterations, moments) and its learning rate
 set. Tracing the training step costs 10-40 s on one shared CPU core, more
 than a short run's training; `test_reset_equals_fresh_model` in
-`tests/test_lr_robustness.py` checks that a reset run trains exactly as a
+`tests/examples/lr_robustness_test.py` checks that a reset run trains exactly as a
 fresh model. `slope="auto"` bakes its slopes into the traced step, so each
 recalibration that changes them retraces: with `--auto-recalibrate fit`
 (default here) the slopes are calibrated once at the start of each run, on

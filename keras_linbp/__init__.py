@@ -1,4 +1,4 @@
-"""keras_linbp: linear backprop for Keras 3 (TensorFlow backend).
+"""keras_linbp: linear backprop for Keras 3 (TensorFlow, JAX and PyTorch backends).
 
 Forward pass: activations as usual, `h = f(a)`. Backward pass: the
 activation derivative is skipped, `g <- g` instead of `g <- g * f'(a)`
@@ -20,15 +20,19 @@ from keras_linbp import models
 from keras_linbp.models import LinearBackpropModel
 from keras_linbp.linearize import linearize
 from keras_linbp.calibration import calibrate_slopes
+from keras_linbp.options import LinearizeOptions
+from keras_linbp.summary import linbp_summary
 
 __all__ = [
     "LinearBackprop",
     "LinearBackpropModel",
+    "LinearizeOptions",
     "activations",
     "binary",
     "calibrate_slopes",
     "callbacks",
     "layers",
+    "linbp_summary",
     "linear_backprop",
     "linearize",
     "models",

@@ -7,6 +7,17 @@ linear rule; a boolean mask for the straight-through estimator). Variables
 the forward function reads (a learned slope, PReLU's alpha) keep their
 ordinary gradient on every backend.
 
+A rule is a small object in the style of optax's transforms: a frozen
+dataclass (hashable by value: the JAX path builds one `custom_vjp` per
+distinct rule) with two methods written in `keras.ops`,
+
+- `residual(x)`: what the backward pass keeps of the forward input (None
+  for nothing);
+- `input_gradient(upstream, residual)`: the gradient w.r.t. `x`.
+
+`apply_rule` knows nothing else of a rule, so a new rule is a new class
+here and no change to `apply_rule` or the backends.
+
 - TensorFlow: `tf.custom_gradient` around the forward, a `GradientTape`
   inside it for the variables it reads (0.1's path, unchanged).
 - JAX: the forward runs on `stop_gradient(x)` (so parameters read inside it
@@ -18,8 +29,19 @@ ordinary gradient on every backend.
 
 Importing this module imports no backend framework; each backend's code
 is built at first use.
+
+Example:
+
+>>> import keras, numpy as np
+>>> from keras_linbp import _backend
+>>> rule = _backend.StraightThroughRule(clip=1.0)
+>>> x = keras.ops.convert_to_tensor(np.array([-2.0, 0.5, 3.0], "float32"))
+>>> fn = lambda a: _backend.apply_rule(keras.ops.tanh, a, (), {}, rule)
+>>> print(_backend.elementwise_derivative(fn, x))
+[0. 1. 0.]
 """
 
+import dataclasses
 import functools
 
 import keras
@@ -31,11 +53,14 @@ def backend_name():
     return keras.backend.backend()
 
 
+@dataclasses.dataclass(frozen=True)
 class LinearRule:
     """`g <- slope * g`; keeps nothing."""
 
-    def __init__(self, slope=1.0):
-        self.slope = float(slope)
+    slope: float = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "slope", float(self.slope))
 
     def residual(self, x):
         return None
@@ -47,11 +72,14 @@ class LinearRule:
         return upstream * self.slope
 
 
+@dataclasses.dataclass(frozen=True)
 class StraightThroughRule:
     """`g <- g * 1[|x| <= clip]` (`clip=None`: `g <- g`); keeps a mask."""
 
-    def __init__(self, clip=1.0):
-        self.clip = None if clip is None else float(clip)
+    clip: float | None = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "clip", None if self.clip is None else float(self.clip))
 
     def residual(self, x):
         if self.clip is None:
@@ -137,10 +165,9 @@ def scale_gradient(x, scale):
 
 
 @functools.lru_cache(maxsize=None)
-def _jax_rule_function(rule_key):
+def _jax_rule_function(rule):
+    # Cached per rule value: a jitted step reuses one custom_vjp per rule.
     import jax
-
-    rule = _RULES[rule_key]
 
     @jax.custom_vjp
     def identity(x, y):
@@ -156,20 +183,11 @@ def _jax_rule_function(rule_key):
     return identity
 
 
-_RULES = {}
-
-
-def _rule_key(rule):
-    key = (type(rule).__name__, getattr(rule, "slope", None), getattr(rule, "clip", None))
-    _RULES.setdefault(key, rule)
-    return key
-
-
 def _jax(forward, x, args, kwargs, rule):
     import jax
 
     y = forward(jax.lax.stop_gradient(x), *args, **kwargs)
-    return _jax_rule_function(_rule_key(rule))(x, y)
+    return _jax_rule_function(rule)(x, y)
 
 
 # --- PyTorch ------------------------------------------------------------------

@@ -17,6 +17,7 @@ use it without an import cycle.
 
 import math
 import numbers
+import os
 import re
 
 import keras
@@ -24,9 +25,15 @@ import numpy as np
 
 __all__ = [
     "check_bool",
+    "check_choice",
     "check_clip",
+    "check_directory",
+    "check_flag_or_int",
     "check_from_depth",
+    "check_inspected_sites",
     "check_int",
+    "check_open_fraction",
+    "check_optional_int",
     "check_sites",
     "check_slope",
     "require_supported_backend",
@@ -234,6 +241,21 @@ def check_bool(name, value):
     raise TypeError(f"`{name}` must be True or False; got {_describe(value)}.")
 
 
+def check_choice(name, value, choices):
+    """Checks a mode given by name: one of the strings `choices`.
+
+    Returns:
+        `value`.
+
+    Raises:
+        ValueError: for anything else, whatever its type (`"fast"`,
+            `["linear"]`, `None`), listing the choices.
+    """
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"Unknown `{name}` value {value!r}: expected one of {tuple(choices)}.")
+    return value
+
+
 SUPPORTED_BACKENDS = ("tensorflow", "jax", "torch")
 
 
@@ -253,3 +275,124 @@ def require_supported_backend(what):
             f"Keras is running on the {backend!r} backend. Set KERAS_BACKEND "
             "to one of tensorflow, jax, torch before importing keras."
         )
+
+
+# --- the inspection callbacks' arguments (SaturationHistograms, GradientFlow) ---
+
+
+def check_optional_int(name, value, minimum=None, none_means="no limit"):
+    """`check_int`, or None.
+
+    >>> check_optional_int("max_samples", None, minimum=1, none_means="every example")
+    >>> check_optional_int("max_samples", 0, minimum=1, none_means="every example")
+    Traceback (most recent call last):
+    ...
+    ValueError: `max_samples` must be an int >= 1; got 0. None means every example.
+
+    Returns:
+        `None` or an `int` (`none_means` says what None stands for, in errors).
+
+    Raises:
+        TypeError: for a non-integer (`"all"`, `2.0`, `True`).
+        ValueError: for an integer below `minimum`.
+    """
+    if value is None:
+        return None
+    try:
+        return check_int(name, value, minimum=minimum)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{error} None means {none_means}.") from None
+
+
+def check_flag_or_int(name, value, minimum=1, int_means="every N-th time"):
+    """`True`, `False`, or `check_int` (e.g. `image=N`: every N-th probe).
+
+    >>> check_flag_or_int("image", 2), check_flag_or_int("image", False)
+    (2, False)
+
+    Returns:
+        A `bool` or an `int`.
+
+    Raises:
+        TypeError: for anything else (`"yes"`, `1.5`, `None`).
+        ValueError: for an integer below `minimum`.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    try:
+        return check_int(name, value, minimum=minimum)
+    except (TypeError, ValueError) as error:
+        raise type(error)(
+            f"{error} An int means {int_means}; True and False are allowed too."
+        ) from None
+
+
+def check_open_fraction(name, value):
+    """Checks a share strictly between 0 and 1 (a threshold, a quantile).
+
+    >>> check_open_fraction("threshold", 0.25)
+    0.25
+    >>> check_open_fraction("threshold", 1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `threshold` must be a real number in (0, 1); got 1.0.
+
+    Returns:
+        A `float`.
+
+    Raises:
+        TypeError: for a non-number (`"abc"`, `None`, a bool).
+        ValueError: outside (0, 1), NaN and the infinities included.
+    """
+    allowed = "a real number in (0, 1)"
+    fraction = _finite_float(value, name, allowed)
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"`{name}` must be {allowed}; got {fraction!r}.")
+    return fraction
+
+
+def check_inspected_sites(value, name="sites"):
+    """`check_sites` for a callback that inspects sites: an empty list is
+    refused too, since a callback watching no site would log nothing.
+
+    Returns:
+        As `check_sites`.
+
+    Raises:
+        TypeError: as `check_sites`.
+        ValueError: as `check_sites`, and for an empty list or tuple.
+    """
+    value = check_sites(value, name=name)
+    if value == ():
+        raise ValueError(
+            f"`{name}` is an empty list: it selects nothing, so the callback "
+            "would log nothing. Pass None for every site."
+        )
+    return value
+
+
+def check_directory(name, value):
+    """Checks a directory path (whether it can be written is checked where
+    it is written).
+
+    >>> import pathlib
+    >>> check_directory("log_dir", pathlib.PurePosixPath("logs", "run_1"))
+    'logs/run_1'
+
+    Returns:
+        The path as a `str`.
+
+    Raises:
+        TypeError: unless a str or `os.PathLike` of text.
+        ValueError: for an empty string.
+    """
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(
+            f"`{name}` must be a directory path (str or os.PathLike); got {_describe(value)}."
+        )
+    path = os.fspath(value)
+    if not isinstance(path, str):
+        raise TypeError(f"`{name}` must be a text path; got bytes {path!r}.")
+    if not path:
+        raise ValueError(f"`{name}` must be a directory path; got an empty string.")
+    return path

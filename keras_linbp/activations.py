@@ -26,8 +26,25 @@ survives `model.save("m.keras")` / `keras.saving.load_model(...)` once
 `keras_linbp` is imported.
 
 `linear_backprop(activation, slope)` and `straight_through(activation, clip)`
-(exported as `keras_linbp.linear_backprop` / `keras_linbp.straight_through`)
-are the rules of `keras_linbp.ops` that also accept a table name.
+are the rule functions of `keras_linbp.ops`, re-exported here (the same
+objects, also exported as `keras_linbp.linear_backprop` /
+`keras_linbp.straight_through`). They accept a table name because this
+module hands its `get` to `keras_linbp.ops` when it is imported
+(`ops._use_activation_resolver`): the rules live below the table and never
+import it.
+
+Example:
+
+>>> import keras, numpy as np
+>>> from keras_linbp import activations
+>>> activations.get_spec("swish").name, activations.get_spec("tanh").saturation
+('silu', 'bounded')
+>>> x = keras.ops.convert_to_tensor(np.array([-2.0, 0.0, 2.0], "float32"))
+>>> y = activations.linbp_tanh(x)  # tanh forward, g <- g backward
+>>> print(np.round(keras.ops.convert_to_numpy(y), 3))
+[-0.964  0.     0.964]
+>>> activations.find_spec(activations.linbp_tanh).name
+'tanh'
 """
 
 import dataclasses
@@ -37,6 +54,8 @@ import keras
 
 from keras_linbp import _validation
 from keras_linbp import ops
+from keras_linbp.ops import linear_backprop
+from keras_linbp.ops import straight_through
 
 __all__ = [
     "ACTIVATIONS",
@@ -79,6 +98,13 @@ def sign(x):
 
     This is the BinaryNet / Larq convention; the output is never 0. The
     output has the dtype of `x`.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> from keras_linbp import activations
+    >>> print(keras.ops.convert_to_numpy(activations.sign(np.array([-0.5, 0.0, 2.0], "float32"))))
+    [-1.  1.  1.]
     """
     x = keras.ops.convert_to_tensor(x)
     one = keras.ops.ones_like(x)
@@ -134,16 +160,41 @@ ALIASES = {"swish": "silu", "hard_swish": "hard_silu", "identity": "linear"}
 
 
 def valid_names():
-    """All names `get_spec` accepts, sorted."""
+    """All names `get_spec` accepts, sorted.
+
+    Example:
+
+    >>> from keras_linbp import activations
+    >>> activations.valid_names()[:4]
+    ['elu', 'gelu', 'hard_sigmoid', 'hard_silu']
+    """
     return sorted(set(ACTIVATIONS) | set(ALIASES))
 
 
 def get_spec(name):
     """Returns the `ActivationSpec` for a table name (or alias).
 
+    Args:
+        name: a table name (`"tanh"`) or an alias (`"swish"`).
+
+    Returns:
+        The `ActivationSpec`.
+
     Raises:
         ValueError: if `name` is not in the table; the message lists the
             valid names.
+        TypeError: if `name` is not a str.
+
+    Example:
+
+    >>> from keras_linbp import activations
+    >>> spec = activations.get_spec("sigmoid")
+    >>> spec.saturation, spec.max_derivative
+    ('bounded', 0.25)
+    >>> activations.get_spec("mish")
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown activation 'mish'. keras_linbp supports: elu, gelu, hard_sigmoid, hard_silu, hard_swish, hard_tanh, identity, leaky_relu, linear, relu, relu6, selu, sigmoid, sign, silu, softplus, softsign, swish, tanh.
     """
     if not isinstance(name, str):
         raise TypeError(
@@ -163,6 +214,15 @@ def find_spec(fn):
 
     Recognises Keras's own activation functions (`keras.activations.tanh`),
     the table's `sign` and the `linbp_*` functions.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_linbp import activations
+    >>> activations.find_spec(keras.activations.relu6).name
+    'relu6'
+    >>> activations.find_spec(keras.activations.mish) is None
+    True
     """
     for spec in ACTIVATIONS.values():
         if fn is spec.forward:
@@ -184,6 +244,17 @@ def get(identifier):
     Raises:
         ValueError: for an unknown name (the message lists the valid ones).
         TypeError: for anything that is neither a name nor callable.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_linbp import activations
+    >>> activations.get("swish") is keras.activations.silu
+    True
+    >>> activations.get(123)
+    Traceback (most recent call last):
+    ...
+    TypeError: An activation must be a name or a callable; got int: 123
     """
     if isinstance(identifier, str):
         return get_spec(identifier).forward
@@ -195,85 +266,8 @@ def get(identifier):
     )
 
 
-# --- the rules, accepting table names ---------------------------------------
-
-def linear_backprop(activation, slope=1.0):
-    """Returns `activation` with the linear-backprop gradient.
-
-    Forward: `activation(a)`, unchanged. Backward: `slope * upstream`,
-    whatever the activation's derivative would be (Yazdani 2018, "Linear
-    Backprop in non-linear networks"). This is `keras_linbp.ops.linear_backprop`
-    after resolving a table name; exported as `keras_linbp.linear_backprop`.
-
-    Args:
-        activation: a name from `ACTIVATIONS` (e.g. `"sigmoid"`), a Keras
-            activation function, or any callable mapping a tensor to a
-            tensor of the same shape.
-        slope: the finite real number the upstream gradient is multiplied
-            by (default 1.0: `g <- g`).
-
-    Returns:
-        A callable `fn(x, *args, **kwargs)`; extra arguments are passed to
-        the forward function (e.g. a Softmax layer's `mask`).
-
-    Raises:
-        ValueError: for an unknown name (the message lists the valid ones),
-            or a NaN / infinite `slope`.
-        TypeError: for an `activation` that is neither a name nor callable,
-            or a `slope` that is not a real number.
-        NotImplementedError: on a Keras backend other than TensorFlow,
-            JAX or PyTorch.
-
-    Example:
-
-    >>> fn = keras_linbp.linear_backprop("sigmoid")
-    >>> x = tf.constant([-10.0, 0.0, 10.0])
-    >>> with tf.GradientTape() as tape:
-    ...     tape.watch(x)
-    ...     y = fn(x)
-    >>> tape.gradient(y, x).numpy()
-    array([1., 1., 1.], dtype=float32)
-    """
-    _validation.require_supported_backend("keras_linbp.linear_backprop")
-    return ops.linear_backprop(get(activation), slope=slope)
-
-
-def straight_through(activation, clip=1.0):
-    """Returns `activation` with the clipped straight-through gradient.
-
-    Forward: `activation(a)`. Backward: `upstream` where `|a| <= clip`,
-    else 0 (BinaryNet; Larq's `ste_sign(x, clip_value=1.0)`); `clip=None`
-    passes every gradient. This is `keras_linbp.ops.straight_through`
-    after resolving a table name; exported as `keras_linbp.straight_through`.
-
-    Args:
-        activation: a table name (e.g. `"sign"`), a Keras activation
-            function or any callable.
-        clip: the clipping threshold (a positive finite number, or None).
-
-    Returns:
-        A callable `fn(x, *args, **kwargs)`.
-
-    Raises:
-        ValueError: for an unknown name or a non-positive / non-finite `clip`.
-        TypeError: for an `activation` that is neither a name nor callable,
-            or a `clip` that is neither a number nor None.
-        NotImplementedError: on a Keras backend other than TensorFlow,
-            JAX or PyTorch.
-
-    Example:
-
-    >>> fn = keras_linbp.straight_through("sign")
-    >>> x = tf.constant([-2.0, -0.5, 0.0, 1.0, 3.0])
-    >>> with tf.GradientTape() as tape:
-    ...     tape.watch(x)
-    ...     y = fn(x)
-    >>> y.numpy(), tape.gradient(y, x).numpy()
-    (array([-1., -1.,  1.,  1.,  1.], dtype=float32),
-     array([0., 1., 1., 1., 0.], dtype=float32))
-    """
-    _validation.require_supported_backend("keras_linbp.straight_through")
-    return ops.straight_through(get(activation), clip=clip)
+# The rules of `ops` resolve table names with `get` (see the module docstring).
+ops._use_activation_resolver(get)
 
 
 # --- linbp_* functions: forward f, backward g <- g --------------------------

@@ -59,6 +59,19 @@ def binary_sign(rule):
         ValueError: for any other `rule`.
         NotImplementedError: on a Keras backend other than TensorFlow,
             JAX or PyTorch.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> from keras_linbp import _backend, binary
+    >>> x = keras.ops.convert_to_tensor(np.array([-2.0, -0.5, 0.5, 2.0], "float32"))
+    >>> ste = binary.binary_sign("ste")
+    >>> print(keras.ops.convert_to_numpy(ste(x)))
+    [-1. -1.  1.  1.]
+    >>> print(_backend.elementwise_derivative(ste, x))  # 0 where |x| > 1
+    [0. 1. 1. 0.]
+    >>> print(_backend.elementwise_derivative(binary.binary_sign("linear"), x))
+    [1. 1. 1. 1.]
     """
     _validation.require_supported_backend("keras_linbp.binary.binary_sign")
     _check_rule(rule)
@@ -86,8 +99,13 @@ class BinarySign(linbp_layers.LinearBackprop):
 
     Example:
 
-    >>> layer = BinarySign("ste")
-    >>> layer(np.array([-2.0, 0.0, 0.5]))  # [-1, 1, 1]
+    >>> import keras, numpy as np
+    >>> from keras_linbp import binary
+    >>> layer = binary.BinarySign("ste")
+    >>> print(keras.ops.convert_to_numpy(layer(np.array([-2.0, 0.0, 0.5], "float32"))))
+    [-1.  1.  1.]
+    >>> layer.get_config()["rule"]
+    'ste'
     """
 
     def __init__(self, rule="linear", **kwargs):
@@ -119,7 +137,12 @@ class WeightClip(keras.constraints.Constraint):
 
     Example:
 
-    >>> layer = keras.layers.Dense(4, kernel_constraint=WeightClip(1.0))
+    >>> import keras, numpy as np
+    >>> from keras_linbp import binary
+    >>> clip = binary.WeightClip(1.0)
+    >>> print(keras.ops.convert_to_numpy(clip(np.array([-3.0, 0.5, 2.0], "float32"))))
+    [-1.   0.5  1. ]
+    >>> layer = keras.layers.Dense(4, kernel_constraint=clip)  # any Keras layer
     """
 
     def __init__(self, clip_value=1.0):
@@ -148,19 +171,24 @@ def _check_rule(rule):
     return rule
 
 
-def _check_binary_arguments(what, rule, binarize_inputs):
-    # Before the Keras base class runs: a bad argument or backend fails first.
-    _validation.require_supported_backend(what)
-    _check_rule(rule)
-    _validation.check_bool("binarize_inputs", binarize_inputs)
-
-
 class _BinaryMixin:
     """What BinaryDense and BinaryConv2D share: rule, quantizers, config."""
 
-    def _init_binary(self, rule, binarize_inputs):
-        self.rule = _check_rule(rule)
-        self.binarize_inputs = _validation.check_bool("binarize_inputs", binarize_inputs)
+    def _init_binary(self, layer_args, rule, binarize_inputs, kernel_constraint, kwargs):
+        """Checks the binary arguments, runs the Keras layer's `__init__` on
+        `layer_args` / `kwargs`, then builds the quantizers."""
+        # Before the Keras base class runs: a bad argument or backend fails first.
+        _validation.require_supported_backend(type(self).__name__)
+        rule = _check_rule(rule)
+        binarize_inputs = _validation.check_bool("binarize_inputs", binarize_inputs)
+        # The Keras layer after the mixin in the class's MRO (Dense, Conv2D).
+        super().__init__(
+            *layer_args,
+            kernel_constraint=_resolve_kernel_constraint(kernel_constraint),
+            **kwargs,
+        )
+        self.rule = rule
+        self.binarize_inputs = binarize_inputs
         # Quantizers are derived from `rule` (not serialized themselves).
         # The kernel's is a plain function; the input's is a `BinarySign`
         # sublayer so that site discovery and the saturation callbacks see
@@ -214,25 +242,18 @@ class BinaryDense(_BinaryMixin, keras.layers.Dense):
 
     Example:
 
-    >>> layer = BinaryDense(10, rule="ste")
-    >>> y = layer(np.random.randn(2, 8).astype("float32"))
+    >>> import keras, numpy as np
+    >>> from keras_linbp import binary
+    >>> layer = binary.BinaryDense(3, rule="ste")
+    >>> y = layer(np.random.default_rng(0).normal(size=(2, 8)).astype("float32"))
+    >>> tuple(y.shape)
+    (2, 3)
+    >>> print(np.unique(keras.ops.convert_to_numpy(layer.binary_kernel())))
+    [-1.  1.]
     """
 
-    def __init__(
-        self,
-        units,
-        rule="linear",
-        binarize_inputs=True,
-        kernel_constraint="weight_clip",
-        **kwargs,
-    ):
-        _check_binary_arguments(type(self).__name__, rule, binarize_inputs)
-        super().__init__(
-            units,
-            kernel_constraint=_resolve_kernel_constraint(kernel_constraint),
-            **kwargs,
-        )
-        self._init_binary(rule, binarize_inputs)
+    def __init__(self, units, rule="linear", binarize_inputs=True, kernel_constraint="weight_clip", **kwargs):
+        self._init_binary((units,), rule, binarize_inputs, kernel_constraint, kwargs)
 
     def call(self, inputs, training=None):
         x = keras.ops.matmul(self._quantize_inputs(inputs), self.binary_kernel())
@@ -269,27 +290,18 @@ class BinaryConv2D(_BinaryMixin, keras.layers.Conv2D):
 
     Example:
 
-    >>> layer = BinaryConv2D(16, 3, padding="same", use_bias=False)
-    >>> y = layer(np.random.randn(2, 8, 8, 3).astype("float32"))
+    >>> import numpy as np
+    >>> from keras_linbp import binary
+    >>> layer = binary.BinaryConv2D(4, 3, padding="same", use_bias=False)
+    >>> y = layer(np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32"))
+    >>> tuple(y.shape)
+    (2, 8, 8, 4)
     """
 
     def __init__(
-        self,
-        filters,
-        kernel_size,
-        rule="linear",
-        binarize_inputs=True,
-        kernel_constraint="weight_clip",
-        **kwargs,
+        self, filters, kernel_size, rule="linear", binarize_inputs=True, kernel_constraint="weight_clip", **kwargs
     ):
-        _check_binary_arguments(type(self).__name__, rule, binarize_inputs)
-        super().__init__(
-            filters,
-            kernel_size,
-            kernel_constraint=_resolve_kernel_constraint(kernel_constraint),
-            **kwargs,
-        )
-        self._init_binary(rule, binarize_inputs)
+        self._init_binary((filters, kernel_size), rule, binarize_inputs, kernel_constraint, kwargs)
 
     def call(self, inputs):
         outputs = self.convolution_op(self._quantize_inputs(inputs), self.binary_kernel())

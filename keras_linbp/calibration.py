@@ -26,6 +26,8 @@ import keras
 import numpy as np
 
 from keras_linbp import _backend
+from keras_linbp import _probe_data
+from keras_linbp import options as linbp_options
 from keras_linbp import sites as linbp_sites
 
 __all__ = ["calibrate_slopes", "NonFiniteSlopesError", "STATISTICS"]
@@ -38,25 +40,17 @@ class NonFiniteSlopesError(ValueError):
 STATISTICS = ("rms", "mean")
 
 
-def _probe_inputs(x, max_samples):
-    def cut(t):
-        return t if t is None else t[:max_samples]
-
-    return keras.tree.map_structure(cut, x)
-
-
-def calibrate_slopes(
-    model,
-    x,
-    statistic="rms",
-    sites=None,
-    from_depth=None,
-    include_output=False,
-    include_softmax=False,
-    include_gates=False,
-    max_samples=256,
-):
+def calibrate_slopes(model, x, statistic="rms", options=None, max_samples=256, **overrides):
     """Per-site slopes from the local derivatives on a probe batch.
+
+    >>> import keras, numpy as np, keras_linbp
+    >>> hidden = keras.layers.Dense(3, "relu", kernel_initializer="identity", name="hidden")
+    >>> model = keras.Sequential([keras.Input((2,)), hidden, keras.layers.Dense(1)])
+    >>> x = np.array([[1.0, -1.0], [1.0, 1.0]], dtype="float32")
+    >>> keras_linbp.calibrate_slopes(model, x)  # relu'(a): 1, 0, 0 and 1, 1, 0
+    {'hidden': 0.7071067811865476}
+    >>> keras_linbp.calibrate_slopes(model, x, statistic="mean")
+    {'hidden': 0.5}
 
     Args:
         model: a built Keras model.
@@ -64,9 +58,12 @@ def calibrate_slopes(
             `max_samples` examples are used).
         statistic: `"rms"` (default, `sqrt(mean(f'(a)^2))`) or `"mean"`
             (`mean(f'(a))`).
-        sites, from_depth, include_output, include_softmax, include_gates:
-            which sites to calibrate, as for `linearize`.
+        options: a `keras_linbp.LinearizeOptions` whose selection fields
+            say which sites to calibrate (see there). Default: a
+            `LinearBackpropModel`'s own options, else the defaults.
         max_samples: the number of examples used.
+        **overrides: `LinearizeOptions` fields by name (`sites=[...]`,
+            `include_gates=True`, ...), replacing those of `options`.
 
     Returns:
         `{site path: slope}`, usable as `slope=` of `linearize` and
@@ -75,6 +72,7 @@ def calibrate_slopes(
     Raises:
         NonFiniteSlopesError (a `ValueError`): when a slope comes out NaN or
             infinite (non-finite weights or inputs), naming the sites.
+        TypeError / ValueError: for an invalid option, naming it.
 
     The forward runs with `training=True` (batch normalization uses batch
     statistics, as in training); the model's non-trainable variables
@@ -84,16 +82,10 @@ def calibrate_slopes(
         raise ValueError(f"`statistic` must be one of {STATISTICS}, got {statistic!r}.")
     if not isinstance(max_samples, int) or isinstance(max_samples, bool) or max_samples < 1:
         raise ValueError(f"`max_samples` must be a positive integer, got {max_samples!r}.")
-    x = _probe_inputs(x, max_samples)
+    options = linbp_options.resolve(options, overrides, default=linbp_options.options_of(model))
+    x = _probe_data.truncate(x, max_samples)
     all_sites = linbp_sites.find_activation_sites(model, inputs=x)
-    selected = linbp_sites.select_sites(
-        all_sites,
-        sites=sites,
-        from_depth=from_depth,
-        include_output=include_output,
-        include_softmax=include_softmax,
-        include_gates=include_gates,
-    )
+    selected = linbp_sites.select_sites(all_sites, options)
     captured = {}
 
     def record(site, original):

@@ -1,8 +1,22 @@
 """Keras layers that apply an activation with the linear-backprop gradient.
 
 `LinearBackprop(activation, slope=1.0)` is `keras.layers.Activation` whose
-backward pass is `g <- slope * g`. The named variants (`LinBPSigmoid`,
-`LinBPTanh`, ...) fix the activation and take only `slope`.
+backward pass is `g <- slope * g`: a thin layer whose `call` is the plain
+function `keras_linbp.ops.linear_backprop(activation, slope)`. The named
+variants (`LinBPSigmoid`, `LinBPTanh`, ...) fix the activation and take only
+`slope`.
+
+A layer in a model (the gradient is shown with `model.fit` or a backend's
+own autodiff; the forward pass is `keras.layers.Activation`'s):
+
+```python
+model = keras.Sequential([
+    keras.Input((784,)),
+    keras.layers.Dense(256),
+    keras_linbp.layers.LinBPTanh(),  # tanh forward, g <- g backward
+    keras.layers.Dense(10),
+])
+```
 """
 
 import warnings
@@ -94,8 +108,16 @@ class LinearBackprop(keras.layers.Layer):
 
     Example:
 
-    >>> layer = keras_linbp.layers.LinearBackprop("sigmoid")
-    >>> layer(np.array([-10.0, 0.0, 10.0]))  # forward: plain sigmoid
+    >>> import keras, numpy as np
+    >>> from keras_linbp import layers
+    >>> layer = layers.LinearBackprop("sigmoid", slope=0.5)
+    >>> y = layer(np.array([-4.0, 0.0, 4.0], "float32"))  # forward: plain sigmoid
+    >>> print(np.round(keras.ops.convert_to_numpy(y), 3))
+    [0.018 0.5   0.982]
+    >>> layer.activation_fn is keras.activations.sigmoid, layer.get_config()["slope"]
+    (True, 0.5)
+    >>> layers.LinBPTanh().get_config()["slope"]
+    1.0
     """
 
     def __init__(self, activation, slope=1.0, **kwargs):

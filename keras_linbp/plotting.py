@@ -90,7 +90,7 @@ def activation_histogram_grid_png(histograms, kinds=None, step=None):
 def _gradient_label(targets):
     """The y label of the gradient panel, for the set of what the layers'
     norms are taken with respect to (`"kernel"`, `"input"`, None: unknown)."""
-    from keras_linbp.callbacks import tags
+    from keras_linbp import tags
 
     kernel_norm, input_norm = "‖∂loss/∂kernel‖₂", "‖∂loss/∂a‖₂"
     if targets == {tags.KERNEL}:
@@ -106,7 +106,7 @@ def training_report(saturation, gradient_flow, title=None, gradient_targets=None
 
     Args:
         saturation: `{(layer, fraction_name): (steps, values)}` with
-            `fraction_name` one of `keras_linbp.callbacks.tags.FRACTIONS`
+            `fraction_name` one of `keras_linbp.tags.FRACTIONS`
             (`saturated_fraction`, `dead_fraction`, `clipped_fraction`).
         gradient_flow: `{layer: {"exact_norm": (steps, values),
             "linear_norm": (steps, values)}}`, in forward order.
@@ -119,7 +119,7 @@ def training_report(saturation, gradient_flow, title=None, gradient_targets=None
         A `matplotlib.figure.Figure`.
     """
     # Imported here: `serve()` runs this file alone, without the package.
-    from keras_linbp.callbacks import tags
+    from keras_linbp import tags
 
     fraction_labels = {
         tags.SATURATED_FRACTION: "saturated",
@@ -202,8 +202,9 @@ def _layer_colors(layers):
 # Rendering a figure is ~0.1-0.2 s of pure-Python-heavy CPU work. On a
 # thread of the training process it holds the GIL and slows the training
 # loop far more than its CPU time; in a separate process it does not.
-# `serve()` is that process's loop; `keras_linbp.callbacks` starts it with
-# only this file loaded (not the keras_linbp package, so no TensorFlow).
+# `serve()` is that process's loop; `keras_linbp.render.ImageRenderer` starts
+# it with only this file loaded (not the keras_linbp package, so no
+# TensorFlow).
 
 _HEADER_BYTES = 8
 

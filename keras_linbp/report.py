@@ -8,7 +8,7 @@ TensorBoard's own event reader, and draws one figure: the saturation
 fractions over epochs per layer, and the exact vs linear-backprop gradient
 norms per layer over epochs (with respect to the layer's kernel, or to the
 site's input `a` for layers without one, as the logs say). The tags are
-those of `keras_linbp.callbacks.tags`. Needs matplotlib.
+those of `keras_linbp.tags`. Needs matplotlib.
 """
 
 import argparse
@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from keras_linbp.callbacks import tags
+from keras_linbp import tags
 
 __all__ = [
     "read_scalars",

@@ -2,7 +2,7 @@
 
 The backend comes from KERAS_BACKEND (default tensorflow). On TensorFlow
 every test runs; on JAX and PyTorch only the tests marked `all_backends`
-(the numeric contract, `tests/test_backends.py`) are collected, the others
+(the numeric contract, `tests/integration/backends_test.py`) are collected, the others
 being TensorFlow-specific (tf.GradientTape references, tf.distribute, the
 TensorBoard callbacks' TF path).
 """
@@ -38,7 +38,8 @@ def pytest_ignore_collect(collection_path, config):
     # Other backends: do not even import the TensorFlow-only test modules.
     if BACKEND == "tensorflow" or collection_path.suffix != ".py":
         return None
-    if collection_path.name.startswith("test_"):
+    name = collection_path.name
+    if name.startswith("test_") or name.endswith("_test.py"):
         text = collection_path.read_text(encoding="utf-8")
         return "pytest.mark.all_backends" not in text
     return None

@@ -12,15 +12,22 @@ PyTorch it runs eagerly (`jax.grad` / `torch.autograd`) and TensorFlow
 only writes the summaries. TensorFlow is imported when one of them is made
 (an `ImportError` saying what to install without it), not when this
 package or their modules are imported. The TensorBoard tags they write are
-listed in `keras_linbp.callbacks.tags`.
+listed in `keras_linbp.tags`, also importable as `keras_linbp.callbacks.tags`.
 """
 
 import importlib
+import sys
 
-from keras_linbp.callbacks import tags
-from keras_linbp.callbacks.schedule import BackpropSchedule
+from keras_linbp import tags
+from keras_linbp.models import schedule
+from keras_linbp.models.schedule import BackpropSchedule
 
 __all__ = ["BackpropSchedule", "GradientFlow", "SaturationHistograms", "tags"]
+
+# Modules that lived here until 0.3: `import keras_linbp.callbacks.tags`
+# (or `.schedule`) still gives the one module, not a copy.
+sys.modules[__name__ + ".tags"] = tags
+sys.modules[__name__ + ".schedule"] = schedule
 
 _PROBE_CALLBACKS = {
     "GradientFlow": "keras_linbp.callbacks.gradient_flow",

@@ -20,16 +20,14 @@ import warnings
 
 import keras
 
-from keras_linbp.callbacks import _arguments
+from keras_linbp import _probe_data
+from keras_linbp import _validation
+from keras_linbp import tags
 from keras_linbp.callbacks import _fit_watch
 from keras_linbp.callbacks import _log_dir
-from keras_linbp.callbacks import _probe_data
 from keras_linbp.callbacks import _sites
 from keras_linbp.callbacks import _tensorflow
-from keras_linbp.callbacks import tags
 from keras_linbp.callbacks._tensorflow import tf
-
-_BACKENDS = ("tensorflow", "jax", "torch")
 
 
 class ProbeCallback(keras.callbacks.Callback):
@@ -43,6 +41,9 @@ class ProbeCallback(keras.callbacks.Callback):
     may extend `_prepare_fit()` (each `fit`, after the probe batch) and
     `_finish_fit()` (each `fit`'s end, however it ends, possibly on another
     thread).
+
+    The arguments taken here, and the errors raised here, are documented
+    once for users, in `SaturationHistograms`; `GradientFlow` refers to it.
     """
 
     _needs_labels = False
@@ -50,28 +51,24 @@ class ProbeCallback(keras.callbacks.Callback):
     def __init__(self, log_dir, data=None, freq=1, sites=None,
                  max_samples=_probe_data.DEFAULT_MAX_SAMPLES, batch_freq=None):
         super().__init__()
-        backend = keras.backend.backend()
-        if backend not in _BACKENDS:
-            raise NotImplementedError(
-                f"{type(self).__name__} computes gradients and statistics on the "
-                f"TensorFlow, JAX or PyTorch Keras backend; Keras is running on the "
-                f"{backend!r} backend. (BackpropSchedule works on every backend.)"
-            )
+        _validation.require_supported_backend(type(self).__name__)
         # tf.summary writes the events on every backend, as for
         # keras.callbacks.TensorBoard: an ImportError now, saying what to
         # install, rather than at the start of training.
         _tensorflow.require(type(self).__name__)
-        self._eager = backend != "tensorflow"
-        self.log_dir = _log_dir.check_log_dir(log_dir)
+        self._eager = keras.backend.backend() != "tensorflow"
+        self.log_dir = _validation.check_directory("log_dir", log_dir)
         _probe_data.check_data(data)
         self.data = data
-        self.freq = _arguments.positive_int("freq", freq, meaning=" (epochs)")
-        self.batch_freq = _arguments.positive_int(
-            "batch_freq", batch_freq, allow_none=True, meaning=" (training batches)"
+        self.freq = _validation.check_int("freq", freq, minimum=1)
+        self.batch_freq = _validation.check_optional_int(
+            "batch_freq", batch_freq, minimum=1, none_means="probes at epoch ends, every `freq` epochs"
         )
-        self.sites = _arguments.sites(sites)
-        self.max_samples = _arguments.positive_int(
-            "max_samples", max_samples, allow_none=True, meaning=" (examples)"
+        sites = _validation.check_inspected_sites(sites)
+        # A list, as the config reads back from JSON.
+        self.sites = list(sites) if isinstance(sites, tuple) else sites
+        self.max_samples = _validation.check_optional_int(
+            "max_samples", max_samples, minimum=1, none_means="the whole probe batch"
         )
         self._writer = None
         self._selected = []

@@ -6,6 +6,8 @@ swap (`keras_linbp.sites.swap_sites`):
 
 - `forward`: one inference forward recording each site's input (and the
   extra arguments it was called with);
+- `gradient_targets`: from one such forward, the kernels and site inputs
+  that `loss_gradients` differentiates with respect to;
 - `loss_gradients`: the compiled loss's gradient with respect to chosen
   kernels and to chosen sites' inputs, under a given replacement of the
   sites (the exact rule, or the linear rule as training applies it) --
@@ -117,6 +119,31 @@ def forward(model, sites, recorder, x):
 def input_spec(value):
     """`(shape, dtype, device)` of a recorded input: what its zero needs."""
     return tuple(value.shape), value.dtype, getattr(value, "device", None)
+
+
+def gradient_targets(model, sites, recorder, x, logged):
+    """`(kernels, site_inputs)` for `loss_gradients`, from one recording
+    forward on `x` (the inputs' shapes are those of every probe).
+
+    Args:
+        model: the model.
+        sites: the sites swapped (all of the model's).
+        recorder: an `EagerRecorder` (cleared again afterwards: no
+            activation stays alive between probes).
+        x: the probe inputs.
+        logged: `[(site key, stem, kernel or None)]`: a kernel's gradient,
+            or (None) the site input's.
+    """
+    forward(model, sites, recorder, x)
+    kernels = {}
+    site_inputs = {}
+    for key, _, kernel in logged:
+        if kernel is not None:
+            kernels[key] = kernel
+        elif key in recorder.inputs:
+            site_inputs[key] = (input_spec(recorder.inputs[key]), recorder.calls[key])
+    recorder.start()
+    return kernels, site_inputs
 
 
 def _perturbing(make_replacement, perturbations, zeros):

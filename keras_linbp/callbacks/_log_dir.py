@@ -1,5 +1,6 @@
-"""The callbacks' log directory: checked when a callback is made (its
-type) and before training starts (that it can be written)."""
+"""The callbacks' log directory, made and checked writable before training
+starts (its type is checked when a callback is made:
+`keras_linbp._validation.check_directory`)."""
 
 import os
 import tempfile
@@ -7,26 +8,6 @@ import tempfile
 from keras_linbp.callbacks._tensorflow import tf
 
 _REMOTE = ("gs://", "s3://", "hdfs://")
-
-
-def check_log_dir(log_dir):
-    """`log_dir` as a string.
-
-    Raises:
-        TypeError: unless a str or os.PathLike.
-        ValueError: if empty.
-    """
-    if not isinstance(log_dir, (str, os.PathLike)):
-        raise TypeError(
-            f"`log_dir` must be a directory path (str or os.PathLike); got "
-            f"{type(log_dir).__name__} {log_dir!r}."
-        )
-    log_dir = os.fspath(log_dir)
-    if not isinstance(log_dir, str):
-        raise TypeError(f"`log_dir` must be a text path, got bytes {log_dir!r}.")
-    if not log_dir:
-        raise ValueError("`log_dir` must be a directory path; got an empty string.")
-    return log_dir
 
 
 def train_directory(log_dir, owner):

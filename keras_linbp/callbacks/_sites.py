@@ -12,6 +12,15 @@ from keras_linbp import sites as linbp_sites
 from keras_linbp.callbacks._tensorflow import tf
 
 
+# Inspection leaves no kind of site out: the `sites` argument alone selects.
+_EVERY_KIND = {
+    "include_output": True,
+    "include_softmax": True,
+    "include_fixed": True,
+    "include_gates": True,
+}
+
+
 def site_key(site):
     """Identifies a site across `find_activation_sites` calls."""
     return (id(site.layer), site.attribute, site.path)
@@ -59,14 +68,7 @@ def choose_sites(model, sites, owner):
     with warnings.catch_warnings():
         # The warning below says the same, naming the callback.
         warnings.filterwarnings("ignore", message="The `sites` pattern")
-        selected = linbp_sites.select_sites(
-            all_sites,
-            sites=sites,
-            include_output=True,
-            include_softmax=True,
-            include_fixed=True,
-            include_gates=True,
-        )
+        selected = linbp_sites.select_sites(all_sites, sites=sites, **_EVERY_KIND)
     if not selected:
         warnings.warn(
             f"{owner}: `sites` {_describe_selection(sites)} matched none of the "

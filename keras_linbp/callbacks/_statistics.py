@@ -10,7 +10,7 @@ histogram layout) on the probe's values, and written with `write_histogram`
 
 import numpy as np
 
-from keras_linbp.callbacks import tags
+from keras_linbp import tags
 from keras_linbp.callbacks._tensorflow import tf
 
 DEFAULT_THRESHOLD = 0.1

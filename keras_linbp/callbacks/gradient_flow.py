@@ -1,19 +1,21 @@
 """`GradientFlow`: per-layer loss-gradient norms under exact backprop and
 under linear backprop, in TensorBoard. Its tags are listed in
-`keras_linbp.callbacks.tags`."""
+`keras_linbp.tags`."""
+
+import types
 
 import keras
 import numpy as np
 
 from keras_linbp import _compat
+from keras_linbp import _probe_data
+from keras_linbp import _validation
 from keras_linbp import sites as linbp_sites
-from keras_linbp.callbacks import _arguments
+from keras_linbp import tags
 from keras_linbp.callbacks import _base
 from keras_linbp.callbacks import _eager
-from keras_linbp.callbacks import _probe_data
 from keras_linbp.callbacks import _sites
 from keras_linbp.callbacks import _statistics
-from keras_linbp.callbacks import tags
 from keras_linbp.callbacks._tensorflow import tf
 from keras_linbp.linearize import _linear_site_rule
 
@@ -47,6 +49,58 @@ def _slope_reader(model):
     return lambda site: slope
 
 
+def _linear_selection(model, all_sites):
+    """The sites the linear rule converts: a `LinearBackpropModel`'s
+    `linear_sites()`, else the default `select_sites` selection."""
+    model_selection = getattr(model, "linear_sites", None)
+    if callable(model_selection):
+        return list(model_selection())
+    return linbp_sites.select_sites(all_sites)
+
+
+def _exact_rule(site, original):
+    """The exact rule: the site's own function, and the plain function for
+    sites that fix their own rule."""
+    if site.fixed_rule is not None:
+        return _sites.plain_function(site, original)
+    return original
+
+
+# How `_write_gradients` reads a gradient: TensorFlow ops in the traced
+# probe, numpy in the eager one. (Lambdas: `tf` is imported at first use.)
+_TENSORFLOW_ARRAYS = types.SimpleNamespace(
+    flatten=lambda gradient: tf.reshape(tf.cast(gradient, tf.float32), [-1]),
+    norm=lambda flat: tf.norm(flat),
+    finite=lambda flat: tf.math.is_finite(flat),
+)
+_NUMPY_ARRAYS = types.SimpleNamespace(
+    flatten=lambda gradient: np.asarray(gradient, np.float32).reshape(-1),
+    norm=lambda flat: np.float32(np.linalg.norm(flat.astype(np.float64))),
+    finite=np.isfinite,
+)
+
+
+def _write_gradients(logged, exact, linear, step, histograms, arrays):
+    """Each logged site's gradient norm (and histogram) under both rules,
+    to the default summary writer; `arrays` is `_TENSORFLOW_ARRAYS` or
+    `_NUMPY_ARRAYS`."""
+    for key, stem, kernel in logged:
+        if key not in exact:
+            continue  # a kernel-less site inside a loop
+        description = tags.GRADIENT_DESCRIPTIONS[tags.INPUT if kernel is None else tags.KERNEL]
+        for rule, gradient in ((tags.EXACT, exact[key]), (tags.LINEAR, linear[key])):
+            flat = arrays.flatten(gradient)
+            tf.summary.scalar(
+                tags.gradient_norm(stem, rule), arrays.norm(flat), step=step,
+                description=description,
+            )
+            if histograms:
+                _statistics.write_histogram(
+                    tags.gradient_histogram(stem, rule), flat, arrays.finite(flat),
+                    step, _statistics.DEFAULT_BUCKETS, description=description,
+                )
+
+
 class GradientFlow(_base.ProbeCallback):
     """Logs how much gradient reaches each layer, exact vs linear backprop.
 
@@ -67,7 +121,7 @@ class GradientFlow(_base.ProbeCallback):
     results are written with `tf.summary` (on every backend, as
     `keras.callbacks.TensorBoard` does) to `<log_dir>/train`.
 
-    Tags (`keras_linbp.callbacks.tags`), per activation-site layer
+    Tags (`keras_linbp.tags`), per activation-site layer
     (`<layer>` as in `SaturationHistograms`):
 
     - `gradient_flow/<layer>/exact_norm`, `gradient_flow/<layer>/linear_norm`:
@@ -96,19 +150,15 @@ class GradientFlow(_base.ProbeCallback):
             training batch. Generators and iterators are refused
             (`TypeError`).
         freq: probe every `freq` epochs (an int >= 1; the step is the epoch).
-        sites: which sites to log (as in `SaturationHistograms`); the
+        sites: which sites to log, as in `SaturationHistograms`; the
             linear rule always converts the model's own selection.
-        max_samples: use at most this many examples of the probe batch
-            (an int >= 1, or None for all).
+        max_samples: as in `SaturationHistograms`.
         histograms: also write the gradient histograms (True or False).
 
     Raises:
-        TypeError, ValueError: for an argument outside what is listed above,
-            when the callback is made.
-        ImportError: without TensorFlow, which writes the summaries (on
-            every backend, as for `keras.callbacks.TensorBoard`).
-        NotImplementedError: on a Keras backend other than TensorFlow, JAX
-            and PyTorch.
+        TypeError, ValueError: for a bad argument, when the callback is made.
+        ImportError, NotImplementedError: as for `SaturationHistograms`
+            (without TensorFlow; on another Keras backend).
 
     Example:
 
@@ -121,19 +171,10 @@ class GradientFlow(_base.ProbeCallback):
 
     _needs_labels = True
 
-    def __init__(
-        self,
-        log_dir,
-        data=None,
-        freq=1,
-        sites=None,
-        max_samples=_probe_data.DEFAULT_MAX_SAMPLES,
-        histograms=True,
-    ):
-        super().__init__(
-            log_dir, data=data, freq=freq, sites=sites, max_samples=max_samples
-        )
-        self.histograms = _arguments.boolean("histograms", histograms)
+    def __init__(self, log_dir, data=None, freq=1, sites=None,
+                 max_samples=_probe_data.DEFAULT_MAX_SAMPLES, histograms=True):
+        super().__init__(log_dir, data=data, freq=freq, sites=sites, max_samples=max_samples)
+        self.histograms = _validation.check_bool("histograms", histograms)
         self._linear_sites = []
         self._linear_index = {}
         self._probe_function = None
@@ -154,13 +195,6 @@ class GradientFlow(_base.ProbeCallback):
                 logged_layers.add(id(site.layer))
                 self._logged.append((key, layer_stem, kernel))
 
-        def exact(site, original):
-            # Sites that fix their own rule get their plain function.
-            if site.fixed_rule is not None:
-                return _sites.plain_function(site, original)
-            return original
-
-        self._exact = exact
         if self._eager:
             # Records the inputs (their shapes) once per fit; the gradient
             # passes take d loss / d a through a zero added at each site.
@@ -168,7 +202,9 @@ class GradientFlow(_base.ProbeCallback):
             self._linear_recorder = self._recorder = self._exact_recorder
             self._probe_function = None
             return
-        self._exact_recorder = _sites.SiteRecorder(exact, on_input=self._watch, isolate=True)
+        self._exact_recorder = _sites.SiteRecorder(
+            _exact_rule, on_input=self._watch, isolate=True
+        )
         self._linear_recorder = _sites.SiteRecorder(on_input=self._watch, isolate=True)
         self._recorder = self._exact_recorder
         self._tape = None
@@ -178,11 +214,7 @@ class GradientFlow(_base.ProbeCallback):
         # The model's linear selection, read at each fit (its options may
         # have changed; a new selection is traced anew); the slopes are read
         # at each probe and passed as a tensor (no retrace when they change).
-        model_selection = getattr(self.model, "linear_sites", None)
-        if callable(model_selection):
-            self._linear_sites = list(model_selection())
-        else:
-            self._linear_sites = linbp_sites.select_sites(self._all_sites)
+        self._linear_sites = _linear_selection(self.model, self._all_sites)
         linear_index = {
             _sites.site_key(site): index for index, site in enumerate(self._linear_sites)
         }
@@ -253,55 +285,17 @@ class GradientFlow(_base.ProbeCallback):
 
         self._linear_recorder.start(replace=linear_rule)
         linear = self._gradients(self._linear_recorder, x, y, sample_weight)
-        self._write(
-            step, exact, linear,
-            flatten=lambda gradient: tf.reshape(tf.cast(gradient, tf.float32), [-1]),
-            norm=tf.norm,
-            finite=tf.math.is_finite,
-        )
-
-    def _write(self, step, exact, linear, flatten, norm, finite):
-        """Each logged site's gradient norm (and histogram) under both
-        rules; `flatten`, `norm` and `finite` are TensorFlow's in the traced
-        probe, numpy's in the eager one."""
         with self._writer.as_default(step=step):
-            for key, stem, kernel in self._logged:
-                if key not in exact:
-                    continue  # a kernel-less site inside a loop
-                description = tags.GRADIENT_DESCRIPTIONS[
-                    tags.INPUT if kernel is None else tags.KERNEL
-                ]
-                for rule, gradient in ((tags.EXACT, exact[key]), (tags.LINEAR, linear[key])):
-                    flat = flatten(gradient)
-                    tf.summary.scalar(
-                        tags.gradient_norm(stem, rule), norm(flat), step=step,
-                        description=description,
-                    )
-                    if self.histograms:
-                        _statistics.write_histogram(
-                            tags.gradient_histogram(stem, rule), flat, finite(flat),
-                            step, _statistics.DEFAULT_BUCKETS, description=description,
-                        )
+            _write_gradients(
+                self._logged, exact, linear, step, self.histograms, _TENSORFLOW_ARRAYS
+            )
 
     # --- JAX and PyTorch ------------------------------------------------------
 
     def _prepare_eager(self):
-        """The kernels and the site inputs to differentiate, from one
-        recording forward on the probe batch (the inputs' shapes are those
-        of every probe)."""
-        self._exact_recorder.start()
-        _eager.forward(self.model, self._all_sites, self._exact_recorder, self._probe_x)
-        recorded = self._exact_recorder
-        self._eager_kernels = {}
-        self._eager_inputs = {}
-        for key, _, kernel in self._logged:
-            if kernel is not None:
-                self._eager_kernels[key] = kernel
-            elif key in recorded.inputs:
-                self._eager_inputs[key] = (
-                    _eager.input_spec(recorded.inputs[key]), recorded.calls[key]
-                )
-        recorded.start()  # keep no activations alive between probes
+        self._eager_kernels, self._eager_inputs = _eager.gradient_targets(
+            self.model, self._all_sites, self._exact_recorder, self._probe_x, self._logged
+        )
 
     def _eager_gradients(self, make_replacement):
         return _eager.loss_gradients(
@@ -311,7 +305,7 @@ class GradientFlow(_base.ProbeCallback):
         )
 
     def _probe_eager(self, step):
-        exact = self._eager_gradients(self._exact)
+        exact = self._eager_gradients(_exact_rule)
         slope_of = _slope_reader(self.model)
 
         def linear_rule(site, original):
@@ -321,12 +315,8 @@ class GradientFlow(_base.ProbeCallback):
             return _linear_site_rule(original, slope_of(site))
 
         linear = self._eager_gradients(linear_rule)
-        self._write(
-            step, exact, linear,
-            flatten=lambda gradient: np.asarray(gradient, np.float32).reshape(-1),
-            norm=lambda flat: np.float32(np.linalg.norm(flat.astype(np.float64))),
-            finite=np.isfinite,
-        )
+        with self._writer.as_default(step=step):
+            _write_gradients(self._logged, exact, linear, step, self.histograms, _NUMPY_ARRAYS)
 
     def _slopes_now(self):
         """The slope in force at each linear site, in `_linear_sites` order."""

@@ -1,24 +1,17 @@
 """`SaturationHistograms`: activation, pre-activation and local-derivative
 histograms and saturation fractions of every activation site, in
-TensorBoard. Its tags are listed in `keras_linbp.callbacks.tags`."""
-
-import concurrent.futures
-import struct
-import time
-import warnings
-
-import numpy as np
+TensorBoard. Its tags are listed in `keras_linbp.tags`."""
 
 from keras_linbp import _backend
+from keras_linbp import _probe_data
+from keras_linbp import _validation
 from keras_linbp import sites as linbp_sites
-from keras_linbp.callbacks import _arguments
+from keras_linbp import tags
 from keras_linbp.callbacks import _base
 from keras_linbp.callbacks import _eager
-from keras_linbp.callbacks import _image_renderer
-from keras_linbp.callbacks import _probe_data
+from keras_linbp.callbacks import _histogram_grid
 from keras_linbp.callbacks import _sites
 from keras_linbp.callbacks import _statistics
-from keras_linbp.callbacks import tags
 from keras_linbp.callbacks._tensorflow import tf
 
 __all__ = ["SaturationHistograms", "IMAGE_BINS", "IMAGE_TIME_BUDGET"]
@@ -45,7 +38,7 @@ class SaturationHistograms(_base.ProbeCallback):
     `keras.callbacks.TensorBoard(log_dir)` writes its training summaries
     to, so both show as one run.
 
-    Tags (`keras_linbp.callbacks.tags`; `<layer>` is the layer name, the
+    Tags (`keras_linbp.tags`; `<layer>` is the layer name, the
     path `outer/inner` where two layers share a name, with `/<attribute>`
     added where one layer has two sites, as an LSTM cell):
 
@@ -157,28 +150,14 @@ class SaturationHistograms(_base.ProbeCallback):
             max_samples=max_samples,
             batch_freq=batch_freq,
         )
-        self.threshold = _arguments.open_unit_interval(
-            "threshold", threshold, meaning=" (a share of max|f'|)"
+        self.threshold = _validation.check_open_fraction("threshold", threshold)
+        self.buckets = _validation.check_int("buckets", buckets, minimum=1)
+        self.image = _validation.check_flag_or_int(
+            "image", image, minimum=1, int_means="every N-th probe"
         )
-        self.buckets = _arguments.positive_int(
-            "buckets", buckets, meaning=" (histogram buckets)"
+        self._images = _histogram_grid.HistogramGridImages(
+            self.image, IMAGE_TIME_BUDGET, type(self).__name__
         )
-        if isinstance(image, bool):
-            self.image = image
-        else:
-            self.image = _arguments.positive_int(
-                "image", image, meaning=" (every N-th probe), True or False"
-            )
-        self._probes_done = 0
-        self._image_warned = False
-        self._image_executor = None
-        self._image_futures = []
-        self._renderer = None
-        self._images_failed = False
-        # Over every `fit` this callback is used in: the budget's inputs.
-        self._image_seconds = 0.0
-        self._trained_seconds = 0.0
-        self._fit_started = None
 
     def _build(self):
         self._recorder = _eager.EagerRecorder() if self._eager else _sites.SiteRecorder()
@@ -272,84 +251,14 @@ class SaturationHistograms(_base.ProbeCallback):
 
     def _probe(self, step):
         image_counts = self._probe_function(self._probe_x, step)
-        self._probes_done += 1
-        if self.image and image_counts and not self._images_failed and self._image_due():
-            # Only the small bucket-count arrays leave the device. The figure
-            # (~0.15 s of matplotlib) is rendered in a separate process
-            # (`ImageRenderer`), waited for on a worker thread, so training
-            # neither waits for it nor competes with it for the GIL.
-            histograms = {
-                stem: (np.asarray(counts), np.asarray(edges))
-                for stem, (counts, edges) in image_counts.items()
-            }
-            if self._image_executor is None:
-                self._image_executor = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=1, thread_name_prefix="SaturationHistograms"
-                )
-            self._image_futures.append(
-                self._image_executor.submit(self._write_image, histograms, int(step))
-            )
+        if self.image:
+            self._images.after_probe(self._writer, image_counts, self._kind_names, step)
 
     def _prepare_fit(self):
-        self._fit_started = time.perf_counter()
-
-    def _image_due(self):
-        if self.image is not True:
-            return (self._probes_done - 1) % self.image == 0
-        if any(not future.done() for future in self._image_futures):
-            return False  # the previous image is still being drawn
-        elapsed = self._trained_seconds + time.perf_counter() - self._fit_started
-        return self._image_seconds <= IMAGE_TIME_BUDGET * elapsed
-
-    def _write_image(self, histograms, step):
-        started = time.perf_counter()
-        if self._renderer is None:
-            self._renderer = _image_renderer.ImageRenderer()
-        try:
-            png = self._renderer.render(
-                {"histograms": histograms, "kinds": self._kind_names, "step": step}
-            )
-            # The render process's time: what the image costs the machine.
-            self._image_seconds += time.perf_counter() - started
-        except RuntimeError as error:
-            # Don't try again every epoch (e.g. matplotlib is missing).
-            self._images_failed = True
-            return f"no image summary ({error}); install matplotlib or pass image=False"
-        # Written as TensorBoard's image plugin stores it (width, height,
-        # PNG bytes), straight from the rendered PNG: `tf.summary.image`
-        # would decode and re-encode it on TF's threads, stalling training.
-        from tensorboard.plugins.image import metadata as image_metadata
-
-        width, height = struct.unpack(">II", png[16:24])  # the PNG IHDR chunk
-        with self._writer.as_default(step=step):
-            tf.summary.write(
-                tags.HISTOGRAM_GRID,
-                tf.constant([str(width).encode(), str(height).encode(), png]),
-                step=step,
-                metadata=image_metadata.create_summary_metadata(
-                    display_name=None, description=None
-                ),
-            )
-        return None
+        self._images.start_fit()
 
     def _finish_fit(self):
-        # However the fit ended (possibly on the fit watch's thread): the
-        # pending images are written, the worker and the process ended.
-        if self._fit_started is not None:
-            self._trained_seconds += time.perf_counter() - self._fit_started
-            self._fit_started = None
-        futures, self._image_futures = self._image_futures, []
-        for future in futures:
-            problem = future.result()
-            if problem and not self._image_warned:
-                self._image_warned = True
-                warnings.warn(f"SaturationHistograms: {problem}.", stacklevel=4)
-        if self._image_executor is not None:
-            self._image_executor.shutdown(wait=True)
-            self._image_executor = None
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        self._images.finish_fit()
 
     def get_config(self):
         return {

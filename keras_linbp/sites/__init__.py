@@ -2,21 +2,23 @@
 some, and swap their functions for the length of a `with` block.
 
 `find_activation_sites(model)` observes one traced forward call and returns
-the sites that run (see `keras_linbp.sites.discovery`); `select_sites` /
-`explain_selection` choose among them; `swap_sites(sites, make_replacement)`
-re-routes them per thread (see `keras_linbp.sites.dispatch`). The one
-discovery serves `LinearBackpropModel`, `keras_linbp.linearize` and the
-callbacks.
+the sites that run (`keras_linbp.sites.discovery`), as `ActivationSite`s
+(`keras_linbp.sites.site`), among the places that could hold an activation
+(`keras_linbp.sites.candidates`); `select_sites` / `explain_selection`
+choose among them (`keras_linbp.sites.selection`); `swap_sites(sites,
+make_replacement)` re-routes them per thread (`keras_linbp.sites.swap`, on
+the dispatchers of `keras_linbp.sites.dispatch`). The one discovery serves
+`LinearBackpropModel`, `keras_linbp.linearize` and the callbacks.
 """
 
-from keras_linbp.sites.discovery import ACTIVATION_ATTRIBUTES
-from keras_linbp.sites.discovery import CALL_SITE_LAYERS
-from keras_linbp.sites.discovery import KINDS
-from keras_linbp.sites.discovery import ActivationSite
+from keras_linbp.sites.candidates import ACTIVATION_ATTRIBUTES
+from keras_linbp.sites.candidates import CALL_SITE_LAYERS
+from keras_linbp.sites.candidates import walk
 from keras_linbp.sites.discovery import find_activation_sites
 from keras_linbp.sites.discovery import find_unconverted
-from keras_linbp.sites.discovery import original_function
-from keras_linbp.sites.discovery import walk
+from keras_linbp.sites.site import KINDS
+from keras_linbp.sites.site import ActivationSite
+from keras_linbp.sites.site import original_function
 from keras_linbp.sites.selection import explain_selection
 from keras_linbp.sites.selection import no_selection_reason
 from keras_linbp.sites.selection import select_sites

@@ -23,228 +23,44 @@ An attribute that is stored but never called (a custom layer handing
 `ops.dot_product_attention`) is not a site. Direct `tf.nn.*` / `tf.math.*`
 calls bypass Keras and cannot be re-routed; `find_unconverted` lists the
 non-linear TensorFlow ops the trace saw outside every site.
-"""
 
-import dataclasses
+What a site is lives in `keras_linbp.sites.site` (`ActivationSite`), which
+places could hold one in `keras_linbp.sites.candidates`; this module runs
+the observation and turns what it saw into sites.
+"""
 
 import keras
 
 from keras_linbp import _compat
 from keras_linbp import activations as linbp_activations
-from keras_linbp import layers as linbp_layers
 from keras_linbp.sites import dispatch
+from keras_linbp.sites.candidates import candidates as _candidates
+from keras_linbp.sites.candidates import walk
+from keras_linbp.sites.site import ActivationSite
+from keras_linbp.sites.site import is_multiplicative_gate
 
-ACTIVATION_ATTRIBUTES = ("activation", "recurrent_activation")
-CALL_SITE_LAYERS = (
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.ELU,
-    keras.layers.PReLU,
-    keras.layers.Softmax,
-)
-KINDS = ("attribute", "layer call", "op")
+# Defined beside the concepts they belong to; importable from here as in 0.2
+# (`keras_linbp.sites.discovery.KINDS`, ...).
+from keras_linbp.sites.candidates import ACTIVATION_ATTRIBUTES  # noqa: F401
+from keras_linbp.sites.candidates import CALL_SITE_LAYERS  # noqa: F401
+from keras_linbp.sites.site import KINDS  # noqa: F401
+from keras_linbp.sites.site import original_function  # noqa: F401
+
+__all__ = [
+    "ActivationSite",
+    "KINDS",
+    "find_activation_sites",
+    "find_unconverted",
+    "original_function",
+    "walk",
+]
+
 # TensorFlow op types that apply a non-linearity: seen in a traced forward
 # outside every site, they were computed by a direct tf.* call.
 _NONLINEAR_TF_OPS = {
     "Relu", "Relu6", "LeakyRelu", "Elu", "Selu", "Softplus", "Softsign",
     "Sigmoid", "Tanh", "Softmax", "Erf",
 }
-_LIBRARY_MODULES = ("keras.", "keras_linbp.", "keras_hub.")
-
-
-@dataclasses.dataclass(eq=False)
-class ActivationSite:
-    """One activation site: an activation that runs in the model's forward.
-
-    Attributes:
-        layer: the layer whose call applies the activation (for `"op"`
-            sites, the innermost layer running the op).
-        path: a unique name: the layer's `/`-joined path from the outermost
-            model (`"block_1/dense_3"`), with `":<attribute>"` or
-            `":<op>"` (and `"#<n>"` for the n-th call of the same op) where
-            the layer has more than one site or the site is an op.
-        kind: `"attribute"`, `"layer call"` or `"op"`.
-        attribute: the attribute swapped (`"activation"`,
-            `"recurrent_activation"`, `"call"`) or the op name (`"gelu"`).
-        activation_name: e.g. `"relu"`, `"relu6"` (for `ReLU(max_value=6)`);
-            the function's `__name__` for a function outside the table.
-        saturation: the table's saturation kind, `"softmax"`, or
-            `"unknown"`.
-        depth: 1-based position among all sites, in call order.
-        is_output: the activation's output is a model output (or the site
-            belongs to a functional model's output layer).
-        is_gate: a multiplicative gate: a bounded activation (sigmoid,
-            tanh, hard_sigmoid, ...) whose layer's output a functional
-            graph uses only as a factor of elementwise products
-            (`keras.layers.Multiply`, `keras.ops.multiply`, `*`), like the
-            squeeze-and-excitation gate of EfficientNet. The tensor it
-            scales also feeds other layers, so it is not a gate. Gates
-            inside a layer's own `call()` are not detected.
-        fixed_rule: the backward rule the layer or function fixes itself,
-            whatever the model does: `"linear"` for a `LinearBackprop`
-            layer or a `linbp_*` activation, the layer's `rule` for a
-            binary sign (`"ste"`); None for an ordinary site.
-        layer_path: the layer's path alone.
-        occurrence: for `"op"` sites, how many calls of the same op came
-            before it in one call of the layer.
-    """
-
-    layer: keras.layers.Layer
-    path: str
-    kind: str
-    attribute: str
-    activation_name: str
-    saturation: str
-    depth: int = 0
-    is_output: bool = False
-    is_gate: bool = False
-    fixed_rule: str | None = None
-    layer_path: str = ""
-    occurrence: int = 0
-
-    @property
-    def name(self):
-        """The layer's name."""
-        return self.layer.name
-
-    @property
-    def key(self):
-        """The dispatch key of the site."""
-        if self.kind == "op":
-            return dispatch.op_key(self.layer, self.attribute, self.occurrence)
-        return dispatch.attribute_key(self.layer, self.attribute)
-
-    @property
-    def function(self):
-        """The site's forward function as the model defines it."""
-        if self.kind == "op":
-            return dispatch.op_original(self.attribute)
-        fn = getattr(self.layer, self.attribute)
-        return getattr(fn, "_linbp_original", fn)
-
-    @property
-    def spec(self):
-        """The table's `ActivationSpec`, or None outside the table."""
-        return linbp_activations.ACTIVATIONS.get(self.activation_name)
-
-    @property
-    def is_softmax(self):
-        return self.saturation == "softmax"
-
-
-def original_function(site):
-    """The site's function as the model defines it (ignoring any swap)."""
-    return site.function
-
-
-def _is_library_class(cls):
-    return cls.__module__.startswith(_LIBRARY_MODULES) or cls.__module__ in (
-        "keras",
-        "keras_linbp",
-    )
-
-
-def _describe_function(fn):
-    """(activation_name, saturation, fixed_rule) of an activation function."""
-    fn = getattr(fn, "_linbp_original", fn)
-    if isinstance(fn, str):
-        fn = linbp_activations.get(fn)
-    spec = linbp_activations.find_spec(fn)
-    fixed_rule = "linear" if getattr(fn, "_linbp_activation", None) else None
-    if spec is not None:
-        return spec.name, spec.saturation, fixed_rule
-    name = getattr(fn, "__name__", type(fn).__name__)
-    if fn is keras.activations.softmax or name == "softmax":
-        return "softmax", "softmax", None
-    return name, "unknown", None
-
-
-def _relu_layer_name(layer):
-    """The activation a `keras.layers.ReLU` applies, from its settings."""
-    max_value = layer.max_value
-    negative_slope = float(layer.negative_slope)
-    threshold = float(layer.threshold)
-    if threshold == 0 and negative_slope == 0:
-        if max_value is None:
-            return "relu"
-        if float(max_value) == 6:
-            return "relu6"
-    parts = []
-    if negative_slope:
-        parts.append(f"negative_slope={negative_slope:g}")
-    if max_value is not None:
-        parts.append(f"max_value={float(max_value):g}")
-    if threshold:
-        parts.append(f"threshold={threshold:g}")
-    return f"relu({', '.join(parts)})"
-
-
-def _call_site(layer):
-    """(activation_name, saturation, fixed_rule) when `layer`'s call is the
-    non-linearity, else None."""
-    if isinstance(layer, linbp_layers.LinearBackprop):
-        name, saturation, _ = _describe_function(layer.activation)
-        # A binary sign layer fixes its own rule (`rule="ste"` or "linear").
-        return name, saturation, getattr(layer, "rule", "linear")
-    if type(layer) is keras.layers.ReLU:
-        name = _relu_layer_name(layer)
-        return name, "rectifier", None
-    if type(layer) is keras.layers.Softmax:
-        return "softmax", "softmax", None
-    if type(layer) is keras.layers.LeakyReLU:
-        return "leaky_relu", "rectifier", None
-    if type(layer) is keras.layers.ELU:
-        return "elu", "rectifier", None
-    if type(layer) is keras.layers.PReLU:
-        return "prelu", "rectifier", None
-    return None
-
-
-def _candidates(model):
-    """{key: (layer, layer_path, attribute, description)} of every place
-    that could apply an activation through an attribute or a layer call."""
-    found = {}
-    for layer, path in walk(model):
-        if layer is model and isinstance(model, keras.Model):
-            continue
-        described = _call_site(layer)
-        if described is not None:
-            found[dispatch.attribute_key(layer, "call")] = (layer, path, "call", described)
-            continue
-        for attribute in ACTIVATION_ATTRIBUTES:
-            # Only real instance attributes: RNN layers expose their cell's
-            # activation through a read-only property; the cell is the site.
-            fn = layer.__dict__.get(attribute)
-            fn = getattr(fn, "_linbp_original", fn)
-            if fn is None or not callable(fn) or fn is keras.activations.linear:
-                continue
-            described = _describe_function(fn)
-            if described[0] == "linear":
-                continue
-            found[dispatch.attribute_key(layer, attribute)] = (layer, path, attribute, described)
-    return found
-
-
-def walk(model):
-    """`[(layer, path)]` for `model` (path "") and every layer inside it,
-    depth first in `model.layers` order, each layer once."""
-    out = []
-    seen = set()
-
-    def visit(layer, prefix):
-        if id(layer) in seen:
-            return
-        seen.add(id(layer))
-        path = f"{prefix}/{layer.name}" if prefix else (layer.name if layer is not model else "")
-        out.append((layer, path))
-        for child in _compat.child_layers(layer):
-            visit(child, path)
-
-    visit(model, "")
-    return out
-
-
-# --- observation ------------------------------------------------------------
 
 
 def _symbolic_inputs(model, inputs):
@@ -349,6 +165,25 @@ def find_activation_sites(model, inputs=None, refresh=False):
 
     Returns:
         A list of `ActivationSite`.
+
+    Raises:
+        ValueError: if the model is not built, or its input structure
+            cannot be known without `inputs`.
+
+    Example:
+
+    An activation computed inside a layer's own `call()` is an `"op"` site
+    of that layer:
+
+    >>> import keras
+    >>> import keras_linbp
+    >>> class GeluGate(keras.layers.Layer):
+    ...     def call(self, x):
+    ...         return keras.activations.gelu(x) * x
+    >>> model = keras.Sequential([keras.Input((3,)), GeluGate(name="gate"),
+    ...                           keras.layers.Dense(2, activation="sigmoid", name="out")])
+    >>> [(s.path, s.kind, s.saturation) for s in keras_linbp.sites.find_activation_sites(model)]
+    [('gate:gelu', 'op', 'rectifier'), ('out', 'attribute', 'bounded')]
     """
     cached = model.__dict__.get("_linbp_observed_sites")
     if cached is not None and not refresh:
@@ -377,7 +212,7 @@ def find_activation_sites(model, inputs=None, refresh=False):
         site.depth = depth
         if site.kind != "op" and id(site.layer) in output_layers:
             site.is_output = True
-        site.is_gate = _is_gate(site)
+        site.is_gate = is_multiplicative_gate(site)
     unreached = _unreached_ops(result.get("graph"), events)
     for site in sites:
         site._group = sites
@@ -429,14 +264,6 @@ def _name_paths(sites):
             site.path = base + suffix
 
 
-def _is_gate(site):
-    """Whether `site` is a multiplicative gate (see `ActivationSite.is_gate`)."""
-    if site.kind == "op" or site.saturation != "bounded":
-        return False
-    consumers = _compat.consuming_operations(site.layer)
-    return bool(consumers) and all(_compat.is_multiply_operation(op) for op in consumers)
-
-
 def _output_layers(model):
     """The layers producing `model`'s outputs (into nested models)."""
     if not isinstance(model, keras.Model):
@@ -474,17 +301,16 @@ def find_unconverted(model):
     These are direct TensorFlow calls (`tf.nn.relu(x)`, `tf.math.tanh(x)`)
     inside a layer's `call()`: they bypass Keras's activation functions, so
     they keep exact backprop. Returns `[(tf op name, op type)]`; the op name
-    carries the Keras name scope of the layer that created it.
+    carries the Keras name scope of the layer that created it (always empty
+    on JAX and PyTorch, whose traces are not TensorFlow graphs).
+
+    Example:
+
+    >>> import keras
+    >>> import keras_linbp
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="tanh")])
+    >>> keras_linbp.sites.find_unconverted(model)
+    []
     """
     find_activation_sites(model)
     return list(model.__dict__.get("_linbp_unreached_ops", ()))
-
-
-__all__ = [
-    "ActivationSite",
-    "KINDS",
-    "find_activation_sites",
-    "find_unconverted",
-    "original_function",
-    "walk",
-]

@@ -27,7 +27,25 @@ of that one site.
 import threading
 import weakref
 
+import keras
+
 from keras_linbp import _compat
+
+__all__ = [
+    "OP_FUNCTIONS",
+    "Event",
+    "attribute_key",
+    "current_graph",
+    "install_attribute",
+    "install_ops",
+    "op_key",
+    "op_original",
+    "pop",
+    "push",
+    "state",
+    "uninstall_attribute",
+    "uninstall_ops",
+]
 
 # Backend functions re-routed, per backend module: the table's activations
 # plus softmax. Names are Keras's (`keras.ops.<name>`).
@@ -52,8 +70,9 @@ OP_FUNCTIONS = {
 }
 
 _lock = threading.Lock()
-# key -> [original, dispatcher, users]; key is ("attr", id(layer), attribute)
-# or ("op", module name, op name).
+# key -> [original, dispatcher, users, owner]; key is ("attr", id(layer),
+# attribute) or ("op", module name, op name); `owner` (the layer or backend
+# module) is held so that its id is not reused while it is installed.
 _installed = {}
 _local = threading.local()
 
@@ -75,10 +94,12 @@ def state():
 
 
 def attribute_key(layer, attribute):
+    """The site key of `layer.<attribute>` (`"call"` for a layer-call site)."""
     return ("attr", id(layer), attribute)
 
 
 def op_key(layer, op, occurrence):
+    """The site key of the `occurrence`-th call of `op` in one call of `layer`."""
     return ("op", id(layer), op, occurrence)
 
 
@@ -123,8 +144,6 @@ def _run(st, key, original, args, kwargs, event):
 
 def current_graph():
     """The TF graph being traced, else None (eager, or another backend)."""
-    import keras
-
     if keras.backend.backend() != "tensorflow":
         return None
     import tensorflow as tf
@@ -189,6 +208,7 @@ def install_attribute(layer, attribute):
 
 
 def uninstall_attribute(layer, attribute):
+    """Undoes one `install_attribute`; the last one restores the original."""
     key = attribute_key(layer, attribute)
     with _lock:
         record = _installed[key]
@@ -225,6 +245,7 @@ def install_ops():
 
 
 def uninstall_ops():
+    """Undoes one `install_ops`; the last one restores Keras's functions."""
     with _lock:
         for module, name, key in _each_op():
             record = _installed[key]
@@ -245,10 +266,12 @@ def op_original(op):
 
 
 def push(key, fn):
+    """Runs `fn` at the site `key` in this thread, until the matching `pop`."""
     state().replacements.setdefault(key, []).append(fn)
 
 
 def pop(key):
+    """Undoes this thread's last `push(key, ...)`."""
     replacements = state().replacements
     replacements[key].pop()
     if not replacements[key]:

@@ -1,8 +1,15 @@
 """Choosing which activation sites get the linear rule, with the reason
-each other site is left out."""
+each other site is left out.
+
+The choice is made by the selection fields of a
+`keras_linbp.LinearizeOptions` (`sites`, `from_depth`, `include_output`,
+`include_softmax`, `include_gates`), given as an object or by name.
+"""
 
 import re
 import warnings
+
+from keras_linbp import options as linbp_options
 
 __all__ = ["select_sites", "explain_selection", "no_selection_reason"]
 
@@ -11,113 +18,114 @@ def _site_matches_name(site, name):
     return name in (site.path, site.layer_path, site.name)
 
 
-def explain_selection(
-    all_sites,
-    sites=None,
-    from_depth=None,
-    include_output=False,
-    include_softmax=False,
-    include_fixed=False,
-    include_gates=False,
-):
-    """`[(site, selected, reasons)]` for every site of `all_sites`.
-
-    `reasons` lists why an unselected site is left out: `"fixed rule"`,
-    `"not selected by sites"`, `"before from_depth=N"`, `"output layer"`,
-    `"softmax"`, `"gate"`. Arguments as for `select_sites`.
-
-    Raises:
-        ValueError: when a name in a `sites` list matches no site; the
-            message lists the sites there are.
-    """
-    if sites is not None and not isinstance(sites, str) and not callable(sites):
-        names = list(sites)
-        missing = [n for n in names if not any(_site_matches_name(s, n) for s in all_sites)]
+def _check_names(all_sites, options):
+    """Raises `ValueError` for a `sites` name or a `slope` dict path that
+    matches no site, listing the sites there are."""
+    paths = [site.path for site in all_sites]
+    sites = options.sites
+    if isinstance(sites, tuple):
+        missing = [n for n in sites if not any(_site_matches_name(s, n) for s in all_sites)]
         if missing:
             raise ValueError(
                 f"`sites` names {missing} but the model has no activation site "
-                f"there. Activation sites: {[s.path for s in all_sites] or 'none'}."
+                f"there. Activation sites: {paths or 'none'}."
             )
-    pattern = re.compile(sites) if isinstance(sites, str) else None
+    if isinstance(options.slope, dict):
+        unknown = [path for path in options.slope if path not in paths]
+        if unknown:
+            raise ValueError(
+                f"`slope` gives slopes for {unknown}, but the model has no "
+                f"activation site there. Site paths: {paths or 'none'}."
+            )
+
+
+def _chosen_by_sites(site, sites):
+    if sites is None:
+        return True
+    if isinstance(sites, str):
+        return bool(re.search(sites, site.path))
+    if callable(sites):
+        return bool(sites(site))
+    return any(_site_matches_name(site, name) for name in sites)
+
+
+def explain_selection(all_sites, options=None, include_fixed=False, **overrides):
+    """`[(site, selected, reasons)]` for every site of `all_sites`.
+
+    `reasons` lists why an unselected site is left out: `"fixed rule"`,
+    `"not selected by `sites`"`, `"before from_depth=N"`, `"output layer"`,
+    `"softmax"`, `"gate"`. Arguments as for `select_sites`.
+
+    Raises:
+        ValueError: when a name in a `sites` list, or a path of a `slope`
+            dict, matches no site; the message lists the sites there are.
+    """
+    options = linbp_options.resolve(options, overrides)
+    _check_names(all_sites, options)
     rows = []
     for site in all_sites:
         reasons = []
         if site.fixed_rule is not None and not include_fixed:
             reasons.append("fixed rule")
-        if sites is not None:
-            if pattern is not None:
-                chosen = bool(pattern.search(site.path))
-            elif callable(sites):
-                chosen = bool(sites(site))
-            else:
-                chosen = any(_site_matches_name(site, n) for n in sites)
-            if not chosen:
-                reasons.append("not selected by `sites`")
-        if from_depth is not None and site.depth < from_depth:
-            reasons.append(f"before from_depth={from_depth}")
-        if site.is_output and not include_output:
+        if not _chosen_by_sites(site, options.sites):
+            reasons.append("not selected by `sites`")
+        if options.from_depth is not None and site.depth < options.from_depth:
+            reasons.append(f"before from_depth={options.from_depth}")
+        if site.is_output and not options.include_output:
             reasons.append("output layer")
-        if site.is_softmax and not include_softmax:
+        if site.is_softmax and not options.include_softmax:
             reasons.append("softmax")
-        if site.is_gate and not include_gates:
+        if site.is_gate and not options.include_gates:
             reasons.append("gate")
         rows.append((site, not reasons, reasons))
     return rows
 
 
-def select_sites(
-    all_sites,
-    sites=None,
-    from_depth=None,
-    include_output=False,
-    include_softmax=False,
-    include_fixed=False,
-    include_gates=False,
-):
+def select_sites(all_sites, options=None, include_fixed=False, **overrides):
     """Chooses which sites get the linear backward rule (or get inspected).
+
+    >>> import keras
+    >>> from keras_linbp import sites
+    >>> inputs = keras.Input((3,))
+    >>> hidden = keras.layers.Dense(4, activation="tanh", name="hidden")(inputs)
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, activation="sigmoid", name="out")(hidden))
+    >>> all_sites = sites.find_activation_sites(model)
+    >>> [site.path for site in sites.select_sites(all_sites)]
+    ['hidden']
+    >>> [site.path for site in sites.select_sites(all_sites, include_output=True)]
+    ['hidden', 'out']
 
     Args:
         all_sites: the result of `find_activation_sites`.
-        sites: None (all), a list of site paths, layer paths or layer names,
-            a regex string (matched with `re.search` against the site
-            path), or a callable `site -> bool`.
-        from_depth: if set, only sites with `depth >= from_depth` (1-based,
-            call order) are selected (LinBP of Guo et al. 2020).
-        include_output: also select the output's activation (the paper's
-            Algorithm 2 loops k = l ... 1). Default False.
-        include_softmax: also select softmax sites. Default False.
-        include_gates: also select multiplicative gates (a sigmoid whose
-            output scales another tensor, as in squeeze-and-excitation;
-            see `ActivationSite.is_gate`). Default False: a linear gate
-            keeps receiving gradient when it saturates, its un-normalized
-            weights grow without bound and plain SGD diverges
-            (EfficientNetB0).
+        options: a `keras_linbp.LinearizeOptions` whose selection fields
+            choose the sites (see there); default: the defaults (every site
+            but the output layer's, softmax and gates).
         include_fixed: keep sites that fix their own rule whatever the
             model does (`LinearBackprop` layers, `linbp_*` activations,
             binary signs). Default False: there is nothing to convert;
             inspection wants them.
+        **overrides: `LinearizeOptions` fields by name (`sites=[...]`,
+            `from_depth=2`, ...), replacing those of `options`.
 
     Returns:
         The selected sites.
 
     Raises:
+        TypeError / ValueError: for an invalid option, naming it.
         ValueError: when a name in `sites` matches no site; the message
             lists the sites there are.
     """
-    rows = explain_selection(
-        all_sites, sites, from_depth, include_output, include_softmax, include_fixed,
-        include_gates,
-    )
-    chosen = [site for site, selected, _ in rows if selected]
-    if isinstance(sites, str) and not any(
-        re.search(sites, s.path) for s in all_sites
+    options = linbp_options.resolve(options, overrides)
+    rows = explain_selection(all_sites, options, include_fixed=include_fixed)
+    if isinstance(options.sites, str) and not any(
+        re.search(options.sites, site.path) for site in all_sites
     ):
         warnings.warn(
-            f"The `sites` pattern {sites!r} matches no activation site. Site "
-            f"paths: {[s.path for s in all_sites]}.",
+            f"The `sites` pattern {options.sites!r} matches no activation site. "
+            f"Site paths: {[s.path for s in all_sites]}.",
             stacklevel=2,
         )
-    return chosen
+    return [site for site, selected, _ in rows if selected]
 
 
 def no_selection_reason(all_sites, rows):

@@ -23,6 +23,20 @@ def swap_sites(sites, make_replacement: Callable):
     Args:
         sites: sites from `find_activation_sites` (usually a selection).
         make_replacement: `(site, original) -> callable`.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> import keras_linbp
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(
+    ...     2, activation="tanh", kernel_initializer="ones", name="d")])
+    >>> sites = keras_linbp.sites.find_activation_sites(model)
+    >>> x = np.array([[1.0, 2.0]], "float32")
+    >>> with keras_linbp.sites.swap_sites(sites, lambda site, original: keras.activations.relu):
+    ...     print(keras.ops.convert_to_numpy(model(x)))
+    [[3. 3.]]
+    >>> print(np.round(keras.ops.convert_to_numpy(model(x)), 3))  # tanh again
+    [[0.995 0.995]]
     """
     # Every attribute / call site of the models involved gets a dispatcher,
     # selected or not: while any dispatched function runs, the ops inside it

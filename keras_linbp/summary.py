@@ -1,0 +1,158 @@
+"""`linbp_summary(model)`: every activation site of a model and the
+backward rule it gets, as data (`site_rows`) and as a printed table.
+
+Like Larq's `larq.models.summary`, a free function over any model: a
+`LinearBackpropModel` is described with its own options, a plain
+`keras.Model` with the `options` given (what `linearize(model, options)`
+would do).
+
+>>> import keras
+>>> import keras_linbp
+>>> inputs = keras.Input((3,))
+>>> hidden = keras.layers.Dense(4, activation="tanh", name="hidden")(inputs)
+>>> model = keras.Model(inputs, keras.layers.Dense(2, activation="sigmoid", name="out")(hidden))
+>>> [(row.site.path, row.rule, row.slope, row.note) for row in keras_linbp.summary.site_rows(model)]
+[('hidden', 'linear', '1', ''), ('out', 'exact', '', 'output layer')]
+"""
+
+from typing import NamedTuple
+
+from keras_linbp import options as linbp_options
+from keras_linbp import sites as linbp_sites
+
+__all__ = ["SiteRow", "linbp_summary", "site_rows"]
+
+_COLUMNS = ("#", "site", "reached by", "layer", "activation", "rule", "slope", "note")
+
+
+class SiteRow(NamedTuple):
+    """One activation site of a summary.
+
+    Attributes:
+        site: the `keras_linbp.sites.ActivationSite`.
+        rule: `"linear"`, `"exact"`, or `"<rule>-fixed"` for a site that
+            fixes its own rule (`LinearBackprop` layers, `linbp_*`
+            activations, binary signs).
+        slope: the slope in force at a linear site, as text (`"auto"`
+            while `slope="auto"` is not calibrated there); `""` elsewhere.
+        note: why the site is exact (or how it fixes its rule), in words.
+    """
+
+    site: object
+    rule: str
+    slope: str
+    note: str
+
+
+def _options_for(model, options):
+    return options if options is not None else linbp_options.options_of(model)
+
+
+def _slope_text(options, path, calibrated):
+    if options.slope == "auto" and path not in (calibrated or {}):
+        return "auto"  # calibrated when `fit` starts
+    return f"{options.slope_at(path, calibrated):g}"
+
+
+def site_rows(model, options=None):
+    """The rows `linbp_summary` prints, one `SiteRow` per site (call order).
+
+    Args:
+        model: a built Keras model.
+        options: a `keras_linbp.LinearizeOptions`; default: a
+            `LinearBackpropModel`'s own options, else the defaults.
+
+    Returns:
+        A list of `SiteRow`.
+    """
+    options = _options_for(model, options)
+    calibrated = getattr(model, "calibrated_slopes", None)
+    all_sites = linbp_sites.find_activation_sites(model)
+    rows = []
+    for site, chosen, reasons in linbp_sites.explain_selection(all_sites, options):
+        if site.fixed_rule is not None:
+            note = (
+                f"{type(site.layer).__name__} rule={site.fixed_rule!r}"
+                if site.kind == "layer call"
+                else "linbp_* activation"
+            )
+            rows.append(SiteRow(site, f"{site.fixed_rule}-fixed", "", note))
+            continue
+        linear = chosen and options.backprop == "linear"
+        notes = list(reasons)
+        if chosen and not linear:
+            notes.append('linear when backprop="linear"')
+        slope = _slope_text(options, site.path, calibrated) if linear else ""
+        rows.append(SiteRow(site, "linear" if linear else "exact", slope, ", ".join(notes)))
+    return rows
+
+
+def _header(model, options, rows):
+    slope = options.slope
+    if isinstance(slope, dict):
+        slope = "per site"
+    elif not isinstance(slope, str):
+        slope = f"{slope:g}"
+    n_linear = sum(row.rule != "exact" for row in rows)
+    is_linbp_model = callable(getattr(model, "linearize_options", None))
+    title = "LinearBackpropModel" if is_linbp_model else type(model).__name__
+    when = "in training" if is_linbp_model else "under `linearize`"
+    return (
+        f'{title} "{model.name}": backprop={options.backprop!r}, slope={slope}; '
+        f"{n_linear} of {len(rows)} activation sites use the linear backward rule {when}."
+    )
+
+
+def linbp_summary(model, print_fn=None, options=None):
+    """Prints every activation site that runs, with its backward rule.
+
+    Columns: depth (call order), site path, how the site is reached
+    (`attribute`, `layer call`, or `op` inside a layer's own `call()`),
+    layer class, activation, rule (`linear`, `exact`, or `<rule>-fixed`
+    for sites that fix their own rule), slope, and why a site is exact.
+    Then the non-linear TensorFlow ops the forward pass applies outside
+    every site (direct `tf.nn.*` / `tf.math.*` calls, which no Keras
+    plugin can re-route): they keep exact backprop.
+
+    Args:
+        model: a built Keras model (a `LinearBackpropModel` or any other).
+        print_fn: function taking a line of text (default `print`).
+        options: a `keras_linbp.LinearizeOptions`; default: a
+            `LinearBackpropModel`'s own options, else the defaults.
+    """
+    print_fn = print_fn or print
+    options = _options_for(model, options)
+    rows = site_rows(model, options)
+    table = [_COLUMNS] + [
+        (
+            str(row.site.depth),
+            row.site.path,
+            row.site.kind,
+            type(row.site.layer).__name__,
+            row.site.activation_name,
+            row.rule,
+            row.slope,
+            row.note,
+        )
+        for row in rows
+    ]
+    widths = [max(len(cells[i]) for cells in table) for i in range(len(_COLUMNS))]
+
+    def line(cells):
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+
+    print_fn(_header(model, options, rows))
+    print_fn(line(_COLUMNS))
+    print_fn("  ".join("-" * width for width in widths))
+    for cells in table[1:]:
+        print_fn(line(cells))
+    if not rows:
+        print_fn("(no activation sites found)")
+    unconverted = linbp_sites.find_unconverted(model)
+    if unconverted:
+        print_fn(
+            "Not converted (exact backprop): non-linear TensorFlow ops "
+            "applied outside Keras's activation functions (direct tf.* calls):"
+        )
+        for op_name, op_type in unconverted:
+            print_fn(f"  {op_name} ({op_type})")

@@ -1,0 +1,89 @@
+"""One version number, the declared licence file, and `__all__` on public modules."""
+
+import ast
+import importlib
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import keras_linbp
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_setup_py_reports_the_package_version():
+    result = subprocess.run(
+        [sys.executable, "setup.py", "--version"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == keras_linbp.__version__
+    assert keras_linbp.__version__ == "0.2.0.dev0"
+
+
+def test_license_file_is_the_apache_2_licence_setup_py_declares():
+    setup_text = (REPO / "setup.py").read_text(encoding="utf-8")
+    assert 'license="Apache-2.0"' in setup_text and '"LICENSE"' in setup_text
+    text = (REPO / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    # The full text, not a stub: all nine sections and the end marker.
+    for section in range(1, 10):
+        assert f"\n   {section}. " in text, section
+    assert "END OF TERMS AND CONDITIONS" in text
+
+
+PUBLIC_MODULES = [
+    "keras_linbp",
+    "keras_linbp.activations",
+    "keras_linbp.binary",
+    "keras_linbp.layers",
+    "keras_linbp.ops",
+    "keras_linbp.linearize",
+    "keras_linbp.calibration",
+    "keras_linbp.options",
+    "keras_linbp.summary",
+    "keras_linbp.models",
+    "keras_linbp.sites",
+    "keras_linbp.tags",
+    "keras_linbp.render",
+    "keras_linbp.callbacks",
+    "keras_linbp.callbacks.saturation",
+    "keras_linbp.callbacks.gradient_flow",
+    "keras_linbp.report",
+    "keras_linbp.plotting",
+]
+
+
+def _defined_public_names(module):
+    """Public functions, classes and upper-case constants the module defines."""
+    path = pathlib.Path(module.__file__)
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name) and (target.id.isupper() or target.id.startswith("linbp_")):
+                    names.add(target.id)
+    return {name for name in names if not name.startswith("_")}
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_public_modules_declare_all(name):
+    module = importlib.import_module(name)
+    exported = module.__all__
+    assert len(exported) == len(set(exported)), "duplicates in __all__"
+    for public in exported:
+        assert hasattr(module, public), public
+    missing = _defined_public_names(module) - set(exported)
+    assert not missing, f"{name} defines public names missing from __all__: {sorted(missing)}"
+
+
+def test_star_import_gives_the_documented_entry_points():
+    namespace = {}
+    exec("from keras_linbp import *", namespace)
+    for public in ("linear_backprop", "straight_through", "LinearBackprop", "LinearBackpropModel"):
+        assert public in namespace
+    assert namespace["linear_backprop"] is keras_linbp.activations.linear_backprop
