@@ -32,7 +32,7 @@ import tensorflow as tf  # noqa: E402
 import keras_linbp  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from measure import write_results  # noqa: E402  (results.json, as every benchmark writes it)
+from measure import repo_command, write_results  # noqa: E402  (results.json, as every benchmark writes it)
 
 MODELS = {
     "MobileNetV2": lambda: keras.applications.MobileNetV2(
@@ -117,7 +117,7 @@ def main(argv=None):
                 flush=True,
             )
     result = {
-        "command": "python benchmarks/auto_slope_candidates.py " + " ".join(argv or sys.argv[1:]),
+        "command": repo_command(__file__, argv),
         "batch": args.batch,
         "rows": rows,
     }

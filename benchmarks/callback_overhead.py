@@ -201,9 +201,7 @@ def main(argv=None):
             % (args.epochs_per_round, args.rounds)
         ),
         "backend": args.backend,
-        "command": "python benchmarks/callback_overhead.py " + " ".join(
-            sys.argv[1:] if argv is None else [str(a) for a in argv]
-        ),
+        "command": measure.repo_command(__file__, argv),
         "steps_per_epoch": int(np.ceil(len(x_train) / args.batch_size)),
         "baseline_epoch_seconds": baseline,
         "configurations": {},

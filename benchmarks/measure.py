@@ -15,7 +15,8 @@ own cases (networks, variants, callbacks) with what is here:
 - `run_children`: one variant per fresh process (an allocator's peak
   depends on what its process allocated before);
 - `write_results`: `results.json` (and `table.md`) in `--out DIR`, replaced
-  whole, so a run cut short never leaves half a file.
+  whole, so a run cut short never leaves half a file; `repo_command`
+  (from `examples/_command.py`): the command line it records.
 
 Nothing here imports Keras or a framework before `setup_backend` runs.
 """
@@ -29,6 +30,11 @@ import sys
 import time
 
 import numpy as np
+
+# The command line every results.json records (one helper for the examples
+# and the benchmarks: repository-relative paths, no build-machine ones).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+from _command import repo_command  # noqa: E402,F401
 
 BACKENDS = ("tensorflow", "jax", "torch")
 

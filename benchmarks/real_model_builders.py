@@ -2,13 +2,13 @@
 
 keras.applications convnets, keras-hub backbones (with a sequence head) and
 `--quick`'s tiny CNN: `BUILDERS[name]()` returns `(model, (x, y))`. Import
-this after `measure.setup_backend("tensorflow")`, as `real_models.py` does:
-it imports TensorFlow and Keras, whose threads must be pinned first.
+this after `measure.setup_backend(backend)`, as `real_models.py` and
+`few_bit_memory.py` do: it imports Keras, whose framework's threads must be
+pinned first. The batches are tensors of the backend in use (on the device).
 """
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 CLASSES = 10
 IMAGE_SIDE = 64
@@ -23,10 +23,14 @@ HUB_MODELS = ("GPT2", "BERT", "ViT", "Gemma", "Llama")
 QUICK_MODELS = ("TinyCNN",)
 
 
+def _tensor(values, dtype):
+    return keras.ops.convert_to_tensor(np.asarray(values, dtype=dtype))
+
+
 def _image_batch(batch, side=IMAGE_SIDE, seed=0):
     rng = np.random.default_rng(seed)
-    x = tf.constant(rng.normal(size=(batch, side, side, 3)), tf.float32)
-    y = tf.constant(rng.integers(0, CLASSES, size=(batch,)), tf.int64)
+    x = _tensor(rng.normal(size=(batch, side, side, 3)), "float32")
+    y = _tensor(rng.integers(0, CLASSES, size=(batch,)), "int64")
     return x, y
 
 
@@ -75,14 +79,14 @@ def _token_batch(input_names, seed=0):
     x = {}
     for name in input_names:
         if name == "token_ids":
-            x[name] = tf.constant(rng.integers(0, VOCABULARY, size=shape), tf.int32)
+            x[name] = _tensor(rng.integers(0, VOCABULARY, size=shape), "int32")
         elif name == "padding_mask":
-            x[name] = tf.ones(shape, tf.int32)
+            x[name] = _tensor(np.ones(shape), "int32")
         elif name == "segment_ids":
-            x[name] = tf.zeros(shape, tf.int32)
+            x[name] = _tensor(np.zeros(shape), "int32")
         else:
             raise ValueError(f"unexpected backbone input {name!r}")
-    y = tf.constant(rng.integers(0, CLASSES, size=(TEXT_BATCH,)), tf.int64)
+    y = _tensor(rng.integers(0, CLASSES, size=(TEXT_BATCH,)), "int64")
     return x, y
 
 
@@ -133,8 +137,8 @@ def _hub(name):
         if name == "ViT":
             rng = np.random.default_rng(0)
             images = rng.normal(size=(TEXT_BATCH, IMAGE_SIDE, 2 * IMAGE_SIDE, 3))
-            x = tf.constant(images, tf.float32)
-            y = tf.constant(rng.integers(0, CLASSES, size=(TEXT_BATCH,)), tf.int64)
+            x = _tensor(images, "float32")
+            y = _tensor(rng.integers(0, CLASSES, size=(TEXT_BATCH,)), "int64")
             return model, (x, y)
         return model, _token_batch(list(model.input))
 

@@ -325,9 +325,7 @@ def main(argv=None):
         "memory": floor("memory_exact_over_exact"),
     }
     results["skipped"] = skipped
-    results["command"] = " ".join(
-        ["python", os.path.relpath(__file__)] + (sys.argv[1:] if argv is None else list(argv))
-    )
+    results["command"] = measure.repo_command(__file__, argv)
     hub_version = None
     if hub_available():
         import keras_hub

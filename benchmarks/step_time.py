@@ -295,7 +295,7 @@ def save_results(args, config, results, started, complete):
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "tensorflow_imported": "tensorflow" in sys.modules,
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "command": measure.repo_command(__file__, argv),
         "seconds": round(time.perf_counter() - started, 1),
     }
     table = markdown(results)

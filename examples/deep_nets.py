@@ -55,6 +55,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _command import repo_command  # noqa: E402  (the command line results.json records)
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -404,9 +407,7 @@ def main(argv=None):
 
     table = format_table(runs)
     result = {
-        "command": "python examples/deep_nets.py " + " ".join(
-            sys.argv[1:] if argv is None else [str(a) for a in argv]
-        ),
+        "command": repo_command(__file__, argv),
         "dataset": "digits, 8x8 scaled to [0, 1], resized to 32x32, repeated to 3 channels",
         "train_size": int(len(data[0])),
         "test_size": int(len(data[1])),

@@ -39,6 +39,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _command import repo_command  # noqa: E402  (the command line results.json records)
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -350,9 +353,7 @@ def main(argv=None):
         "epochs": args.epochs,
         "success_definition": "fraction misclassified among test examples that both "
         "networks classify correctly before the attack",
-        "command": " ".join(
-            ["python", os.path.relpath(__file__)] + (sys.argv[1:] if argv is None else list(argv))
-        ),
+        "command": repo_command(__file__, argv),
     }
     table, verdict = markdown_table(results)
     results["verdict"] = verdict

@@ -88,6 +88,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _command import repo_command  # noqa: E402  (the command line results.json records)
+
 import numpy as np  # noqa: E402
 import keras  # noqa: E402
 
@@ -507,7 +510,7 @@ def main(argv=None):
                 runs += train_group(args, data, arch, rule, optimizer_name, weights_by_seed)
     seconds = time.perf_counter() - start
 
-    command = "python examples/lr_robustness.py " + " ".join(argv)
+    command = repo_command(__file__, argv)
     results_path = os.path.join(args.out, "results.json") if args.out else None
     if args.append and results_path and os.path.exists(results_path):
         with open(results_path) as f:

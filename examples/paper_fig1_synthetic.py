@@ -60,6 +60,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _command import repo_command  # noqa: E402  (the command line results.json records)
+
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
@@ -437,7 +440,7 @@ def main_sweep(args, argv):
     seconds = time.perf_counter() - start
     table = sweep_table(cells, args.inits)
     results = {
-        "command": "python examples/paper_fig1_synthetic.py " + " ".join(argv),
+        "command": repo_command(__file__, argv),
         "inits": args.inits,
         "epochs": args.epochs,
         "seed": args.seed,

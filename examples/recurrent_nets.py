@@ -8,9 +8,10 @@ training / 512 validation sequences, 3 seeds; for each seed every rule
 starts from the same weights. Rules:
 
 - `exact`: the plain `keras.Model`;
-- `linear, slope 1`: `LinearBackpropModel.from_model(model)`: the cell's
-  tanh (`activation`) and its sigmoid gates (`recurrent_activation`)
-  backpropagate `g <- g`;
+- `linear, slope 1`: `LinearBackpropModel.from_model(model,
+  include_recurrent=True)`: the cell's tanh (`activation`) and its sigmoid
+  gates (`recurrent_activation`) backpropagate `g <- g` (recurrent cells
+  keep exact backprop unless `include_recurrent=True`);
 - `linear, "auto"`: per-site slopes `sqrt(mean f'(a)^2)`;
 - `linear, "auto", gates exact`: only the cell's tanh linear.
 
@@ -30,6 +31,9 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _command import repo_command  # noqa: E402  (the command line results.json records)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -80,7 +84,9 @@ def train_one(seed, slope, gates_exact, optimizer, data, epochs):
                 site.path for site in keras_linbp.sites.find_activation_sites(model)
                 if site.attribute != "recurrent_activation"
             ]
-        model = keras_linbp.LinearBackpropModel.from_model(model, slope=slope, sites=sites)
+        model = keras_linbp.LinearBackpropModel.from_model(
+            model, slope=slope, sites=sites, include_recurrent=True
+        )
     model.compile(
         OPTIMIZERS[optimizer](),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -134,8 +140,7 @@ def main(argv=None):
                      f"{len(run['diverged_seeds'])} of {len(run['seeds'])} |")
     table = "\n".join(lines)
     result = {
-        "command": "python examples/recurrent_nets.py " + " ".join(
-            sys.argv[1:] if argv is None else [str(a) for a in argv]),
+        "command": repo_command(__file__, argv),
         "task": f"LSTM({UNITS}) + Dense(3); {STEPS} steps x {FEATURES} Gaussian features; label = "
                 "argmax over the first 3 features of their sum over the first half",
         "epochs": epochs, "batch_size": BATCH_SIZE,

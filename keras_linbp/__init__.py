@@ -6,14 +6,17 @@ activation derivative is skipped, `g <- g` instead of `g <- g * f'(a)`
 """
 
 # The one version number: setup.py reads it from this line.
-__version__ = "0.2.0.dev0"
+__version__ = "0.2.0"
 
 from keras_linbp import activations
 from keras_linbp import layers
 from keras_linbp import ops
+from keras_linbp import tables
 from keras_linbp import sites
 from keras_linbp.activations import linear_backprop
 from keras_linbp.activations import straight_through
+from keras_linbp.ops import few_bit
+from keras_linbp.tables import few_bit_table
 from keras_linbp.layers import LinearBackprop
 from keras_linbp import binary
 from keras_linbp import models
@@ -31,6 +34,8 @@ __all__ = [
     "binary",
     "calibrate_slopes",
     "callbacks",
+    "few_bit",
+    "few_bit_table",
     "layers",
     "linbp_summary",
     "linear_backprop",
@@ -39,6 +44,7 @@ __all__ = [
     "ops",
     "sites",
     "straight_through",
+    "tables",
 ]
 
 

@@ -3,7 +3,8 @@
 `apply_rule(forward, x, args, kwargs, rule)` returns `forward(x, *args,
 **kwargs)` whose gradient w.r.t. `x` is `rule.input_gradient(g, residual)`,
 keeping for the backward pass only `rule.residual(x)` (nothing for the
-linear rule; a boolean mask for the straight-through estimator). Variables
+linear rule; a boolean mask for the straight-through estimator; bit-packed
+uint8 codes for the few-bit rule). Variables
 the forward function reads (a learned slope, PReLU's alpha) keep their
 ordinary gradient on every backend.
 
@@ -41,12 +42,15 @@ Example:
 [0. 1. 0.]
 """
 
+import contextlib
 import dataclasses
 import functools
 
 import keras
 
-__all__ = ["LinearRule", "StraightThroughRule", "apply_rule", "backend_name"]
+from keras_linbp._few_bit import FewBitRule  # noqa: F401 (a rule of this primitive; its own file for size)
+
+__all__ = ["FewBitRule", "LinearRule", "StraightThroughRule", "apply_rule", "backend_name"]
 
 
 def backend_name():
@@ -100,7 +104,7 @@ def apply_rule(forward, x, args, kwargs, rule):
     if name == "jax":
         return _jax(forward, x, args, kwargs, rule)
     if name == "torch":
-        return _torch(forward, x, args, kwargs, rule)
+        return _torch_outside_compile()(forward, x, args, kwargs, rule)
     raise NotImplementedError(
         f"keras_linbp supports the tensorflow, jax and torch Keras backends; "
         f"KERAS_BACKEND is {name!r}."
@@ -138,17 +142,37 @@ def _tensorflow(forward, x, args, kwargs, rule):
 
 
 def read_variable(variable):
-    """TensorFlow: the variable's current value as a tensor of the graph
-    being traced (or an eager tensor); a tensor as it is."""
-    import tensorflow as tf
+    """A variable's current value as a tensor (a tensor as it is).
 
-    return tf.convert_to_tensor(variable)
+    TensorFlow: a tensor of the graph being traced (or an eager tensor).
+    JAX / PyTorch: `variable.value`, which inside Keras's stateless
+    training step (JAX) is the value the step was given, not the stored one.
+    """
+    if backend_name() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.convert_to_tensor(variable)
+    if isinstance(variable, keras.Variable):
+        return variable.value
+    return variable
 
 
 def scale_gradient(x, scale):
-    """TensorFlow: `x` forward; backward, the upstream gradient times
-    `scale`, a tensor or variable read when the gradient is computed (so a
-    traced step follows a variable's new value without retracing)."""
+    """`x` forward; backward, the upstream gradient times `scale`, a
+    tensor (or, on TensorFlow, a variable read when the gradient is
+    computed), so a traced step follows a new value without retracing.
+    `scale` itself gets no gradient."""
+    name = backend_name()
+    if name == "tensorflow":
+        return _tensorflow_scale_gradient(x, scale)
+    # A number (or numpy scalar) becomes a tensor on the default device.
+    scale = keras.ops.convert_to_tensor(scale, dtype="float32")
+    if name == "jax":
+        return _jax_scale_gradient()(x, scale)
+    return _torch_scale_gradient().apply(x, scale)
+
+
+def _tensorflow_scale_gradient(x, scale):
     import tensorflow as tf
 
     @tf.custom_gradient
@@ -190,6 +214,40 @@ def _jax(forward, x, args, kwargs, rule):
     return _jax_rule_function(rule)(x, y)
 
 
+@functools.lru_cache(maxsize=None)
+def _jax_scale_gradient():
+    import jax
+    import jax.numpy as jnp
+
+    @jax.custom_vjp
+    def identity(x, scale):
+        return x
+
+    def fwd(x, scale):
+        return x, scale
+
+    def bwd(scale, upstream):
+        return upstream * scale.astype(upstream.dtype), jnp.zeros_like(scale)
+
+    identity.defvjp(fwd, bwd)
+    return identity
+
+
+def eager_scope():
+    """A context in which a forward call runs op by op, loops included.
+
+    JAX: `jax.disable_jit()`, so an RNN's `lax.scan` runs as a Python loop
+    and a function recording its cell's pre-activations gets concrete
+    arrays, not tracers of the scan body (which must not leave it).
+    TensorFlow and PyTorch already run loops eagerly outside a trace.
+    """
+    if backend_name() == "jax":
+        import jax
+
+        return jax.disable_jit()
+    return contextlib.nullcontext()
+
+
 # --- PyTorch ------------------------------------------------------------------
 
 
@@ -217,6 +275,35 @@ def _torch_function():
             return grad_x, grad_y, None, None
 
     return RuleFunction
+
+
+@functools.lru_cache(maxsize=None)
+def _torch_scale_gradient():
+    import torch
+
+    class ScaleGradient(torch.autograd.Function):
+        """Identity on `x`; backward, `g * scale` (`scale` gets nothing)."""
+
+        @staticmethod
+        def forward(ctx, x, scale):
+            ctx.save_for_backward(scale)
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, upstream):
+            (scale,) = ctx.saved_tensors
+            return upstream * scale.to(device=upstream.device, dtype=upstream.dtype), None
+
+    return ScaleGradient
+
+
+@functools.lru_cache(maxsize=None)
+def _torch_outside_compile():
+    # Under torch.compile (jit_compile=True) the rule runs eagerly: dynamo
+    # cannot trace the `__dict__` edit `_torch` makes on its output.
+    import torch
+
+    return torch.compiler.disable(_torch)
 
 
 def _torch(forward, x, args, kwargs, rule):

@@ -5,10 +5,12 @@ is running right now, the backend modules its activation functions call,
 the functional-model class, a layer's direct sublayers, and the data of the
 `fit` call a callback runs in. Each use lives here and nowhere else, so a
 Keras upgrade that moves one breaks one module, and `check()` (run by the
-test suite) says which internal moved.
+test suite) says which internal moved. Importing it first checks the Keras
+version (`keras_linbp._versions`).
 """
 
 import inspect
+import re
 
 import keras
 from keras.src.backend.common import global_state as _global_state
@@ -16,18 +18,27 @@ from keras.src.models.functional import Functional
 from keras.src.models.model import functional_init_arguments
 from keras.src.utils import naming as _naming
 
+from keras_linbp import _versions
+
 __all__ = [
     "Functional",
     "functional_init_arguments",
     "auto_name",
     "child_layers",
     "calling_layer_scope",
+    "layer_name_scope",
     "backend_op_modules",
     "build_shapes",
     "functional_io",
     "output_layers_of_history",
     "consuming_operations",
     "is_multiply_operation",
+    "consumer_nodes",
+    "is_called_in_a_graph",
+    "node_arguments",
+    "nodes_in_call_order",
+    "producer_node",
+    "keras_op_name",
     "compute_loss",
     "running_fit_locals",
     "running_fit_frame",
@@ -62,6 +73,12 @@ def calling_layer_scope():
         if isinstance(getattr(scope, "caller", None), keras.layers.Layer):
             return scope
     return None
+
+
+def layer_name_scope(layer):
+    """The name scope `Layer.__call__` opens around `layer.call()` (a context
+    manager; `calling_layer_scope()` returns it inside)."""
+    return layer._open_name_scope()
 
 
 def backend_op_modules():
@@ -113,6 +130,63 @@ def is_multiply_operation(operation):
     return isinstance(operation, (keras.layers.Multiply, MultiplyOp))
 
 
+# --- the functional graph around a site (multiplicative gates) -----------------
+
+
+def consumer_nodes(operation):
+    """The functional-graph nodes that take `operation`'s outputs as inputs
+    (every call of it, in every functional model it belongs to)."""
+    return list(getattr(operation, "_outbound_nodes", ()))
+
+
+def is_called_in_a_graph(operation):
+    """Whether a functional graph calls `operation` (False for a layer
+    called only inside another layer's own `call()`)."""
+    return bool(getattr(operation, "_inbound_nodes", ()))
+
+
+def node_arguments(node):
+    """`(operation, tensors, n_tensor_arguments, first argument)` of a
+    functional-graph node: the distinct `KerasTensor`s it takes (by
+    identity), how many of its arguments are tensors (2 for `x * x`), and
+    its first positional argument (for `6 / x` the constant, not `x`)."""
+    tensors = list({id(t): t for t in node.input_tensors}.values())
+    args = node.arguments.args
+    return node.operation, tensors, len(node.input_tensors), (args[0] if args else None)
+
+
+def nodes_in_call_order(model):
+    """The operation nodes of a functional model, in the order its `call`
+    runs them (`Function._run_through_graph`: deepest first)."""
+    by_depth = getattr(model, "_nodes_by_depth", None) or {}
+    return [
+        node
+        for depth in sorted(by_depth, reverse=True)
+        for node in by_depth[depth]
+        if node.operation is not None and not node.is_input
+    ]
+
+
+def producer_node(tensor):
+    """The node whose call produced the `KerasTensor` `tensor`, or None."""
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        return None
+    nodes = getattr(history[0], "_inbound_nodes", ())
+    return nodes[history[1]] if history[1] < len(nodes) else None
+
+
+def keras_op_name(operation):
+    """The `keras.ops` function a functional-graph op node applies, in
+    snake case (`"add"`, `"true_divide"`, `"sigmoid"`, `"relu6"`), from its
+    class in `keras.src.ops`; None for a layer or anything else."""
+    if isinstance(operation, keras.layers.Layer):
+        return None
+    if not type(operation).__module__.startswith("keras.src.ops."):
+        return None
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(operation).__name__).lower()
+
+
 def compute_loss(model, x, y, y_pred, sample_weight, training=False):
     """The compiled loss as `train_step` computes it (plus regularization)."""
     return model._compute_loss(
@@ -144,17 +218,21 @@ def running_fit_locals(model):
 
 
 def check():
-    """Raises `ImportError` naming each Keras internal that has moved.
+    """Raises `ImportError` naming each Keras internal that has moved, or
+    the installed and the required version on a Keras that is too old.
 
     Run by the test suite, so that a Keras upgrade fails loudly in one place
     instead of silently training with exact backprop.
     """
+    _versions.check_keras_version()
     problems = []
     layer = keras.layers.Dense(1)
     if not hasattr(layer, "_flatten_layers"):
         problems.append("Layer._flatten_layers (direct sublayers)")
     if not hasattr(layer, "_open_name_scope"):
         problems.append("Layer._open_name_scope (which layer is running)")
+    if not callable(getattr(layer, "_build_at_init", None)):
+        problems.append("Layer._build_at_init (keras_linbp's stateless layers built at init)")
     from keras.src.backend.common import name_scope as name_scope_module
 
     scope = name_scope_module.name_scope("linbp_check", caller=layer)
@@ -164,6 +242,11 @@ def check():
                 "keras.src.backend.common.global_state 'name_scope_stack' "
                 "(which layer is running)"
             )
+    if hasattr(layer, "_open_name_scope"):
+        with layer_name_scope(layer):
+            scope = calling_layer_scope()
+            if scope is None or scope.caller is not layer:
+                problems.append("Layer._open_name_scope (the scope of a layer's call)")
     modules = backend_op_modules()
     for module_name, names in {
         "nn": ("relu", "gelu", "sigmoid", "silu", "softmax"),
@@ -181,6 +264,12 @@ def check():
         problems.append(
             "Operation._outbound_nodes / keras.src.ops.numpy.Multiply "
             "(which layers consume a layer's output: gates)"
+        )
+    shifted = keras.Model(inputs, keras.ops.sigmoid(inputs + 1.0))
+    if [keras_op_name(node.operation) for node in nodes_in_call_order(shifted)] != ["add", "sigmoid"]:
+        problems.append(
+            "Function._nodes_by_depth / keras.src.ops operation classes "
+            "(gates written with keras.ops in a functional graph)"
         )
     if not hasattr(keras.Model, "_compute_loss"):
         problems.append("Model._compute_loss (the loss train_step computes)")

@@ -22,10 +22,13 @@ Both were measured on keras.applications nets (see the README's "Deep
 normalized networks" section); `"rms"` is the package's choice.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 
 from keras_linbp import _backend
+from keras_linbp import _compat
 from keras_linbp import _probe_data
 from keras_linbp import options as linbp_options
 from keras_linbp import sites as linbp_sites
@@ -38,6 +41,31 @@ class NonFiniteSlopesError(ValueError):
     inputs, e.g. after training diverged)."""
 
 STATISTICS = ("rms", "mean")
+
+
+def _recurrent_layers(layer):
+    for child in _compat.child_layers(layer):
+        if isinstance(child, keras.layers.RNN):
+            yield child
+        yield from _recurrent_layers(child)
+
+
+@contextlib.contextmanager
+def _unrolled(model):
+    """Within the block, the model's recurrent layers run unrolled (the
+    same values): their cell then runs once per time step on every
+    backend. A symbolic loop calls it once more, at step 0, to learn the
+    output's shape (TensorFlow, and PyTorch's generic loop), which the
+    statistic would count twice; JAX's `lax.scan` body holds tracers; a
+    GPU's cuDNN kernel calls no activation at all."""
+    rolled = [layer for layer in _recurrent_layers(model) if not layer.unroll]
+    for layer in rolled:
+        layer.unroll = True
+    try:
+        yield
+    finally:
+        for layer in rolled:
+            layer.unroll = False
 
 
 def calibrate_slopes(model, x, statistic="rms", options=None, max_samples=256, **overrides):
@@ -76,7 +104,9 @@ def calibrate_slopes(model, x, statistic="rms", options=None, max_samples=256, *
 
     The forward runs with `training=True` (batch normalization uses batch
     statistics, as in training); the model's non-trainable variables
-    (moving statistics, seed state) are restored afterwards.
+    (moving statistics, seed state) are restored afterwards. It runs op
+    by op, recurrent layers unrolled (same values), so every time step of
+    an RNN cell counts once, on every backend.
     """
     if statistic not in STATISTICS:
         raise ValueError(f"`statistic` must be one of {STATISTICS}, got {statistic!r}.")
@@ -95,9 +125,13 @@ def calibrate_slopes(model, x, statistic="rms", options=None, max_samples=256, *
 
         return fn
 
-    saved = [keras.ops.convert_to_numpy(v.value) for v in model.non_trainable_variables]
+    # Copied through an op: numpy reading a TensorFlow variable directly
+    # warns (its `__array__` takes no `copy` argument, NumPy 2).
+    saved = [keras.ops.convert_to_numpy(keras.ops.copy(v.value)) for v in model.non_trainable_variables]
     try:
-        with linbp_sites.swap_sites(selected, record):
+        # Op by op (JAX: no `lax.scan` trace), so the recorded
+        # pre-activations inside a loop are values, not tracers.
+        with _backend.eager_scope(), _unrolled(model), linbp_sites.swap_sites(selected, record):
             model(x, training=True)
     finally:
         for variable, value in zip(model.non_trainable_variables, saved):

@@ -29,6 +29,7 @@ from keras_linbp import ops
 
 __all__ = [
     "NAMED_LAYERS",
+    "FewBit",
     "LinBPELU",
     "LinBPGELU",
     "LinBPHardSigmoid",
@@ -78,8 +79,44 @@ def _deserialize_activation(config):
     )
 
 
+class _RuleLayer(keras.layers.Layer):
+    """What the rule layers share: `call` is the rule function `_backprop`
+    made in `__init__`; the output has the input's shape; a symbolic
+    integer input is refused when the layer is called on it."""
+
+    def _use_rule(self, backprop):
+        self._backprop = backprop
+        self.supports_masking = True
+        self._build_at_init()
+
+    @property
+    def activation_fn(self):
+        """The forward activation function (e.g. `keras.activations.tanh`)."""
+        return self._backprop.forward
+
+    def call(self, inputs):
+        return self._backprop(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def compute_output_spec(self, inputs):
+        # A symbolic call (`keras.Input`, a functional model) does not run
+        # `call()`, whose integer check would otherwise come only when the
+        # model first runs; the spec would claim float32.
+        dtype = keras.backend.standardize_dtype(getattr(inputs, "dtype", None))
+        if not dtype.startswith(("float", "bfloat")):
+            raise TypeError(
+                f"{type(self).__name__} needs a floating-point "
+                f"input (float16, bfloat16, float32 or float64); got a symbolic "
+                f"input of dtype {dtype}. Cast it first, e.g. "
+                "`keras.layers.Lambda(lambda t: keras.ops.cast(t, 'float32'))`."
+            )
+        return super().compute_output_spec(inputs)
+
+
 @keras.saving.register_keras_serializable(package="keras_linbp")
-class LinearBackprop(keras.layers.Layer):
+class LinearBackprop(_RuleLayer):
     """Applies an activation; its gradient passes through unchanged.
 
     Forward: identical to `keras.layers.Activation(activation)`. Backward:
@@ -126,16 +163,7 @@ class LinearBackprop(keras.layers.Layer):
         super().__init__(**kwargs)
         self.activation = _deserialize_activation(activation)
         self.slope = slope
-        self._backprop = ops.linear_backprop(
-            linbp_activations.get(self.activation), slope=self.slope
-        )
-        self.supports_masking = True
-        self._build_at_init()
-
-    @property
-    def activation_fn(self):
-        """The forward activation function (e.g. `keras.activations.tanh`)."""
-        return self._backprop.forward
+        self._use_rule(ops.linear_backprop(linbp_activations.get(self.activation), slope=self.slope))
 
     # Not a property: on the PyTorch backend a Keras layer is a
     # `torch.nn.Module`, and an attribute named `forward` would replace
@@ -156,12 +184,6 @@ class LinearBackprop(keras.layers.Layer):
             return parent(name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def call(self, inputs):
-        return self._backprop(inputs)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -170,6 +192,51 @@ class LinearBackprop(keras.layers.Layer):
                 "slope": self.slope,
             }
         )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_linbp")
+class FewBit(_RuleLayer):
+    """Applies an activation with the few-bit backward rule.
+
+    Forward: identical to `keras.layers.Activation(activation)`. Backward:
+    `upstream * levels[code]`, keeping only a bit-packed `bits`-bit code
+    of each input element (`keras_linbp.few_bit`).
+
+    Args:
+        activation: a name with a few-bit table (`"gelu"`, `"silu"`, ...;
+            `keras_linbp.tables.table_names()`) or Keras's function of
+            that name.
+        bits: an int from 0 to 4 (default 2).
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Attributes:
+        activation: the activation as given; `bits`: the bits;
+        `activation_fn`: the forward function.
+
+    Raises:
+        ValueError: for an activation with no table, or `bits` outside 0-4.
+        TypeError: for a `bits` that is not an int.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> from keras_linbp import layers
+    >>> layer = layers.FewBit("gelu", bits=2)
+    >>> layer.get_config()["bits"], layer.activation_fn is keras.activations.gelu
+    (2, True)
+    """
+
+    def __init__(self, activation, bits=2, **kwargs):
+        _validation.require_supported_backend(type(self).__name__)
+        super().__init__(**kwargs)
+        self.activation = _deserialize_activation(activation)
+        self._use_rule(ops.few_bit(linbp_activations.get(self.activation), bits=bits))
+        self.bits = self._backprop.bits
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"activation": _serialize_activation(self.activation), "bits": self.bits})
         return config
 
 

@@ -5,6 +5,9 @@
 - `straight_through(activation, clip=1.0)`: forward `f(a)`, backward the
   clipped straight-through estimator `g <- g * 1[|a| <= clip]` (BinaryNet,
   Larq's `ste_sign` default).
+- `few_bit(activation, bits=2)`: forward `f(a)`, backward `g <- g * q(a)`,
+  `q` the optimal `2^bits`-level piecewise-constant stand-in for `f'`
+  (`keras_linbp.tables`); keeps a bit-packed `bits`-bit code per element.
 
 This module is the only home of each rule function. `keras_linbp.linear_backprop`,
 `keras_linbp.activations.linear_backprop` and `keras_linbp.ops.linear_backprop`
@@ -31,12 +34,16 @@ backward pass, so the activation's input is not kept alive; the
 straight-through rule keeps a boolean mask.
 """
 
+import functools
+
 import keras
+import numpy as np
 
 from keras_linbp import _backend
 from keras_linbp import _validation
+from keras_linbp import tables
 
-__all__ = ["check_floating", "linear_backprop", "straight_through"]
+__all__ = ["check_floating", "few_bit", "linear_backprop", "straight_through"]
 
 
 def _callables_only(activation):
@@ -249,3 +256,96 @@ def straight_through(activation, clip=1.0):
     forward = _forward_of(activation, "keras_linbp.straight_through")
     clip = _validation.check_clip(clip)
     return _with_rule("straight_through", forward, _backend.StraightThroughRule(clip), clip=clip)
+
+
+@functools.lru_cache(maxsize=None)
+def _few_bit_rule(table, params, bits):
+    bounds, levels = tables.few_bit_table(table, bits, **dict(params))
+    return _backend.FewBitRule(tuple(bounds), tuple(levels))
+
+
+def _few_bit_function(forward, bits, table, params=None):
+    """`forward` with the few-bit rule of `table` (a table name).
+
+    `params` (a dict) fixes the table's activation parameters; by default
+    each call reads them from its own arguments (`gelu(x,
+    approximate=True)` uses the tanh approximation's table).
+    """
+    bits = _validation.check_int("bits", bits, minimum=0)
+    if bits > tables.MAX_BITS:
+        raise ValueError(f"`bits` must be an int from 0 to {tables.MAX_BITS}; got {bits}.")
+    fixed = None if params is None else tuple(sorted(params.items()))
+    default_rule = _few_bit_rule(table, fixed or tables.table_params(table, forward), bits)
+    label = f"few_bit({_name_of(forward)})"
+
+    def few_bit_fn(x, *args, **kwargs):
+        x = check_floating(x, label)
+        call_params = fixed if fixed is not None else tables.table_params(table, forward, args, kwargs)
+        rule = _few_bit_rule(table, call_params, bits)
+        return _backend.apply_rule(forward, x, args, kwargs, rule)
+
+    few_bit_fn.__name__ = f"few_bit_{_name_of(forward)}"
+    few_bit_fn.forward = forward
+    few_bit_fn.bits = bits
+    few_bit_fn.table = table
+    few_bit_fn.bounds = np.array(default_rule.bounds)
+    few_bit_fn.levels = np.array(default_rule.levels)
+    return few_bit_fn
+
+
+def few_bit(activation, bits=2):
+    """Returns `activation` with the few-bit backward rule.
+
+    Forward: `activation(a)`, unchanged. Backward: `upstream * q(a)`, where
+    `q` is piecewise constant with `2^bits` levels: `q(a) = levels[code]`,
+    `code` = the number of `bounds` `<= a`, the table of
+    `keras_linbp.tables.few_bit_table` (optimal in mean square under
+    N(0, 1)). Only the codes are kept for the backward pass, bit-packed
+    into uint8: `ceil(N * slot / 8)` bytes for N elements with `slot` =
+    1, 2, 4, 4 bits for `bits` = 1, 2, 3, 4 (`tables.bytes_per_element`).
+    `bits=0` keeps nothing: linear backprop with slope `E[f'(x)]`, x ~
+    N(0, 1). Step-wise activations (relu, leaky_relu from 1 bit; relu6,
+    hard_sigmoid, hard_tanh from 2) get their exact derivative. The
+    upstream dtype is kept (float16 / bfloat16 gradients stay so). Novikov
+    et al., "Few-Bit Backward", ICML 2023.
+
+    Args:
+        activation: a table name (`"gelu"`, `"silu"`, an alias such as
+            `"swish"`; see `keras_linbp.tables.table_names`) or one of
+            Keras's activation functions of those names.
+        bits: an int from 0 to 4 (default 2).
+
+    Returns:
+        A callable `fn(x, *args, **kwargs)`; extra arguments go to the
+        forward function, and gelu's `approximate`, leaky_relu's
+        `negative_slope` and elu's `alpha` choose the table. Its attributes
+        `forward`, `bits`, `bounds` and `levels` (numpy arrays, for the
+        activation's default parameters) describe it.
+
+    Raises:
+        ValueError: for an activation with no table (a custom callable,
+            softmax; the message names it), or `bits` outside 0-4.
+        TypeError: for a `bits` that is not an int.
+        NotImplementedError: on a Keras backend other than TensorFlow,
+            JAX or PyTorch.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> import keras_linbp
+    >>> fn = keras_linbp.few_bit("gelu", bits=1)
+    >>> fn.bounds, np.round(fn.levels, 3)
+    (array([0.]), array([0.091, 0.909]))
+    >>> x = keras.ops.convert_to_tensor(np.array([-3.0, -0.5, 0.5, 3.0], "float32"))
+    >>> from keras_linbp import _backend
+    >>> print(np.round(_backend.elementwise_derivative(fn, x), 3))
+    [0.091 0.091 0.909 0.909]
+    """
+    forward = _forward_of(activation, "keras_linbp.few_bit")
+    try:
+        table = tables.table_name(forward)
+    except ValueError:
+        if not isinstance(activation, str):
+            raise
+        table = tables.table_name(activation)
+    return _few_bit_function(forward, bits, table)

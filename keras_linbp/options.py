@@ -18,10 +18,12 @@ from keras_linbp import _validation
 
 __all__ = ["BACKPROP_MODES", "LinearizeOptions", "SELECTION_FIELDS", "options_of", "resolve"]
 
-BACKPROP_MODES = ("linear", "exact")
+BACKPROP_MODES = ("linear", "exact", "few_bit")
 
 # The fields that say which activation sites are linearized (the rest say how).
-SELECTION_FIELDS = ("sites", "from_depth", "include_output", "include_softmax", "include_gates")
+SELECTION_FIELDS = (
+    "sites", "from_depth", "include_output", "include_softmax", "include_gates", "include_recurrent",
+)
 
 
 def _check_backprop(value):
@@ -30,6 +32,24 @@ def _check_backprop(value):
 
 def _check_slope(value):
     return _validation.check_slope(value, allow_auto=True, allow_dict=True)
+
+
+def _check_bits(value):
+    """`bits`: an int 0-4, or a dict `{site path: int 0-4}`."""
+    def one(bits, name):
+        bits = _validation.check_int(name, bits, minimum=0)
+        if bits > 4:
+            raise ValueError(f"`{name}` must be an int from 0 to 4; got {bits}.")
+        return bits
+
+    if isinstance(value, dict):
+        if not value:
+            raise ValueError("`bits` is an empty dict; give at least one {site path: bits}.")
+        for path in value:
+            if not isinstance(path, str) or not path:
+                raise TypeError(f"`bits` dict keys must be site paths (non-empty str); got {path!r}.")
+        return {path: one(bits, f"bits[{path!r}]") for path, bits in value.items()}
+    return one(value, "bits")
 
 
 def _flag_check(name):
@@ -80,17 +100,25 @@ class LinearizeOptions:
         backprop: `"linear"` (default): the selected sites pass the upstream
             gradient on as `slope * g`; `"exact"`: ordinary backprop (a
             `LinearBackpropModel` then trains like a plain `keras.Model`;
-            a `linearize` block changes nothing).
+            a `linearize` block changes nothing); `"few_bit"`: the selected
+            sites multiply the upstream gradient by a `bits`-bit
+            piecewise-constant table of `f'` (`keras_linbp.few_bit`), and
+            sites whose activation has no table stay exact.
         slope: the factor the gradient is multiplied by at each linear site:
             a number (default 1.0: `g <- g`), a dict `{site path: number}`
             (sites it does not name: 1.0), or `"auto"`: per-site slopes
             calibrated so the linear gradient has exact backprop's scale at
             each site (`sqrt(mean(f'(a)^2))` on a probe batch; see
             `keras_linbp.calibrate_slopes`).
+        bits: with `backprop="few_bit"`, the code width at each site: an
+            int from 0 to 4 (default 2), or a dict `{site path: int}`
+            (sites it does not name: 2). Ignored in the other modes.
         sites: which sites may use the linear rule: None (all), a list of
             site paths, layer paths or layer names (`"block/dense_1"`), a
             regex (matched with `re.search` against the site path) or a
-            callable `ActivationSite -> bool`.
+            callable `ActivationSite -> bool`. A listed name, or a regex,
+            that matches no site of the model raises `ValueError` (when a
+            built model is made, else at the first step).
         from_depth: only sites at depth >= `from_depth` (1-based, forward
             order) use the linear rule: LinBP of Guo et al. 2020
             linearizes only the later part of a network.
@@ -104,6 +132,14 @@ class LinearizeOptions:
             (default False: a linear gate keeps receiving gradient when it
             saturates and its un-normalized weights grow until SGD
             diverges).
+        include_recurrent: also linearize the activations of recurrent
+            cells (`activation` / `recurrent_activation` of `LSTM`, `GRU`,
+            `SimpleRNN` cells, `Bidirectional` ones included, and any site
+            inside a `keras.layers.RNN`). Default False: linear backprop
+            through time applies `g <- g` at every time step, and it does
+            not train an LSTM (docs/RESULTS.md, recurrent layers). A
+            recurrent site named in a `sites` list is linearized anyway:
+            naming it is asking for it.
 
     Raises:
         TypeError / ValueError: for a value a field does not allow, naming
@@ -112,6 +148,7 @@ class LinearizeOptions:
 
     backprop: str = _option("linear", _check_backprop)
     slope: Any = _option(1.0, _check_slope)
+    bits: Any = _option(2, _check_bits)
     sites: Any = _option(
         None, _validation.check_sites, serialize=_serialize_sites, deserialize=_deserialize_sites
     )
@@ -119,6 +156,7 @@ class LinearizeOptions:
     include_output: bool = _option(False, _flag_check("include_output"))
     include_softmax: bool = _option(False, _flag_check("include_softmax"))
     include_gates: bool = _option(False, _flag_check("include_gates"))
+    include_recurrent: bool = _option(False, _flag_check("include_recurrent"))
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -181,6 +219,10 @@ class LinearizeOptions:
         if self.slope == _validation.AUTO:
             return (calibrated or {}).get(path, 1.0)
         return self.slope
+
+    def bits_at(self, path):
+        """The code width of the few-bit rule at the site `path`."""
+        return self.bits.get(path, 2) if isinstance(self.bits, dict) else self.bits
 
     def get_config(self):
         """A JSON-able dict of every field (a callable `sites` through

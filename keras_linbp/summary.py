@@ -19,10 +19,15 @@ from typing import NamedTuple
 
 from keras_linbp import options as linbp_options
 from keras_linbp import sites as linbp_sites
+from keras_linbp import tables
 
-__all__ = ["SiteRow", "linbp_summary", "site_rows"]
+__all__ = ["SiteRow", "UNCHECKED_GATE_NOTE", "linbp_summary", "site_rows"]
+
+UNCHECKED_GATE_NOTE = "gate detection: not checked inside call()"
 
 _COLUMNS = ("#", "site", "reached by", "layer", "activation", "rule", "slope", "note")
+# backprop="few_bit": the code width and the bytes kept per element instead of the slope.
+_FEW_BIT_COLUMNS = ("#", "site", "reached by", "layer", "activation", "rule", "bits", "bytes/elem", "note")
 
 
 class SiteRow(NamedTuple):
@@ -35,13 +40,21 @@ class SiteRow(NamedTuple):
             activations, binary signs).
         slope: the slope in force at a linear site, as text (`"auto"`
             while `slope="auto"` is not calibrated there); `""` elsewhere.
-        note: why the site is exact (or how it fixes its rule), in words.
+        bits: the code width at a few-bit site, as text; `""` elsewhere.
+        kept: the bytes a few-bit site keeps per element for the backward
+            (`keras_linbp.tables.bytes_per_element`), as text; `""` elsewhere.
+        note: why the site is exact (or how it fixes its rule), in words;
+            for a bounded activation inside a layer's own `call()`, also
+            `UNCHECKED_GATE_NOTE` (whether it is a gate cannot be known
+            there, so `include_gates` does not decide it).
     """
 
     site: object
     rule: str
     slope: str
     note: str
+    bits: str = ""
+    kept: str = ""
 
 
 def _options_for(model, options):
@@ -78,13 +91,28 @@ def site_rows(model, options=None):
             )
             rows.append(SiteRow(site, f"{site.fixed_rule}-fixed", "", note))
             continue
+        if chosen and options.backprop == "few_bit":
+            rows.append(_few_bit_row(site, options))
+            continue
         linear = chosen and options.backprop == "linear"
         notes = list(reasons)
-        if chosen and not linear:
+        if chosen and options.backprop == "exact":
             notes.append('linear when backprop="linear"')
+        if not site.gate_checked and not site.is_recurrent:
+            notes.append(UNCHECKED_GATE_NOTE)
         slope = _slope_text(options, site.path, calibrated) if linear else ""
         rows.append(SiteRow(site, "linear" if linear else "exact", slope, ", ".join(notes)))
     return rows
+
+
+def _few_bit_row(site, options):
+    """A selected site under `backprop="few_bit"`: its table, or exact with
+    the reason (no table for its activation)."""
+    name, _, reason = tables.site_table(site)
+    if name is None:
+        return SiteRow(site, "exact", "", reason)
+    bits = options.bits_at(site.path)
+    return SiteRow(site, "few_bit", "", "", str(bits), f"{tables.bytes_per_element(bits):g}")
 
 
 def _header(model, options, rows):
@@ -97,6 +125,13 @@ def _header(model, options, rows):
     is_linbp_model = callable(getattr(model, "linearize_options", None))
     title = "LinearBackpropModel" if is_linbp_model else type(model).__name__
     when = "in training" if is_linbp_model else "under `linearize`"
+    if options.backprop == "few_bit":
+        bits = "per site" if isinstance(options.bits, dict) else options.bits
+        n_few_bit = sum(row.rule == "few_bit" for row in rows)
+        return (
+            f'{title} "{model.name}": backprop=\'few_bit\', bits={bits}; '
+            f"{n_few_bit} of {len(rows)} activation sites use the few-bit backward rule {when}."
+        )
     return (
         f'{title} "{model.name}": backprop={options.backprop!r}, slope={slope}; '
         f"{n_linear} of {len(rows)} activation sites use the linear backward rule {when}."
@@ -108,8 +143,11 @@ def linbp_summary(model, print_fn=None, options=None):
 
     Columns: depth (call order), site path, how the site is reached
     (`attribute`, `layer call`, or `op` inside a layer's own `call()`),
-    layer class, activation, rule (`linear`, `exact`, or `<rule>-fixed`
-    for sites that fix their own rule), slope, and why a site is exact.
+    layer class, activation, rule (`linear`, `few_bit`, `exact`, or
+    `<rule>-fixed` for sites that fix their own rule), slope (with
+    `backprop="few_bit"`: bits and the bytes kept per element for the
+    backward instead), and why a site is exact (a site whose activation
+    has no few-bit table stays exact, and says so).
     Then the non-linear TensorFlow ops the forward pass applies outside
     every site (direct `tf.nn.*` / `tf.math.*` calls, which no Keras
     plugin can re-route): they keep exact backprop.
@@ -123,7 +161,9 @@ def linbp_summary(model, print_fn=None, options=None):
     print_fn = print_fn or print
     options = _options_for(model, options)
     rows = site_rows(model, options)
-    table = [_COLUMNS] + [
+    few_bit = options.backprop == "few_bit"
+    columns = _FEW_BIT_COLUMNS if few_bit else _COLUMNS
+    table = [columns] + [
         (
             str(row.site.depth),
             row.site.path,
@@ -131,18 +171,18 @@ def linbp_summary(model, print_fn=None, options=None):
             type(row.site.layer).__name__,
             row.site.activation_name,
             row.rule,
-            row.slope,
+            *((row.bits, row.kept) if few_bit else (row.slope,)),
             row.note,
         )
         for row in rows
     ]
-    widths = [max(len(cells[i]) for cells in table) for i in range(len(_COLUMNS))]
+    widths = [max(len(cells[i]) for cells in table) for i in range(len(columns))]
 
     def line(cells):
         return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
 
     print_fn(_header(model, options, rows))
-    print_fn(line(_COLUMNS))
+    print_fn(line(columns))
     print_fn("  ".join("-" * width for width in widths))
     for cells in table[1:]:
         print_fn(line(cells))

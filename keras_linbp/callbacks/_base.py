@@ -106,6 +106,14 @@ class ProbeCallback(keras.callbacks.Callback):
 
     # --- the start of a fit -------------------------------------------------
 
+    def set_model(self, model):
+        super().set_model(model)
+        # The model is known from here (Keras sets it when `fit` starts,
+        # before any step): a misnamed site is reported now. A model that
+        # is not built yet is checked at `on_train_begin`, once built.
+        if isinstance(self.sites, (list, tuple)) and getattr(model, "built", False):
+            _sites.check_names(model, self.sites, type(self).__name__)
+
     def _check_steps_per_execution(self):
         steps_per_execution = int(getattr(self.model, "steps_per_execution", 1) or 1)
         if self.batch_freq is not None and self.batch_freq % steps_per_execution:

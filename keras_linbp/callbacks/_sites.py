@@ -4,6 +4,7 @@ Uses only the public API of `keras_linbp.sites`: `find_activation_sites`,
 `select_sites`, `swap_sites` (through the callers) and the site fields.
 """
 
+import re
 import warnings
 
 from keras_linbp import activations as linbp_activations
@@ -18,6 +19,7 @@ _EVERY_KIND = {
     "include_softmax": True,
     "include_fixed": True,
     "include_gates": True,
+    "include_recurrent": True,
 }
 
 
@@ -30,6 +32,33 @@ def _describe_selection(sites):
     if isinstance(sites, str):
         return f"the pattern {sites!r}"
     return f"the callable {getattr(sites, '__name__', repr(sites))}"
+
+
+def check_names(model, sites, owner, all_sites=None):
+    """Raises `ValueError` when a name of a list `sites` matches no
+    activation site of `model` (names as `select_sites` reads them: site
+    path, layer path, layer name); the message lists the model's sites.
+
+    Args:
+        model: a built model.
+        sites: the callback's `sites` argument.
+        owner: the callback's class name, for the message.
+        all_sites: the model's sites, when already found.
+    """
+    if not isinstance(sites, (list, tuple)):
+        return
+    if all_sites is None:
+        all_sites = linbp_sites.find_activation_sites(model)
+    known = set()
+    for site in all_sites:
+        known |= {site.path, site.name, getattr(site, "layer_path", site.path)}
+    missing = [name for name in sites if name not in known]
+    if missing:
+        raise ValueError(
+            f"{owner}: `sites` names {missing}, which match no activation "
+            f"site of the model {model.name!r}. Its activation sites: "
+            f"{[site.path for site in all_sites]}."
+        )
 
 
 def choose_sites(model, sites, owner):
@@ -45,6 +74,7 @@ def choose_sites(model, sites, owner):
     """
     all_sites = linbp_sites.find_activation_sites(model)
     paths = [site.path for site in all_sites]
+    check_names(model, sites, owner, all_sites)
     if not all_sites:
         warnings.warn(
             f"{owner}: the model {model.name!r} has no activation sites to "
@@ -54,20 +84,11 @@ def choose_sites(model, sites, owner):
         return all_sites, []
     if sites is None:
         return all_sites, list(all_sites)
-    if isinstance(sites, (list, tuple)):
-        # Names as select_sites reads them: site path, layer path, layer name.
-        known = set(paths)
-        for site in all_sites:
-            known |= {site.name, getattr(site, "layer_path", site.path)}
-        missing = [name for name in sites if name not in known]
-        if missing:
-            raise ValueError(
-                f"{owner}: `sites` names {missing}, which match no activation "
-                f"site of the model {model.name!r}. Its activation sites: {paths}."
-            )
-    with warnings.catch_warnings():
-        # The warning below says the same, naming the callback.
-        warnings.filterwarnings("ignore", message="The `sites` pattern")
+    if isinstance(sites, str) and not any(re.search(sites, path) for path in paths):
+        # A pattern that matches nothing logs nothing: a warning (below),
+        # where `select_sites` would raise.
+        selected = []
+    else:
         selected = linbp_sites.select_sites(all_sites, sites=sites, **_EVERY_KIND)
     if not selected:
         warnings.warn(

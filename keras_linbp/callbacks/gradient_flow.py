@@ -116,7 +116,7 @@ class GradientFlow(_base.ProbeCallback):
     slope in force at that probe (the model's `site_slope(site)`, else its
     `slope`: a change mid-fit or between fits is followed); for any other
     model, the default selection of `keras_linbp.sites.select_sites` (all
-    sites but the output layer's and softmax), slope 1. Sites that fix
+    but output, softmax, gate and recurrent sites), slope 1. Sites that fix
     their own rule (`LinearBackprop` layers, binary signs) keep it. The
     results are written with `tf.summary` (on every backend, as
     `keras.callbacks.TensorBoard` does) to `<log_dir>/train`.
@@ -156,7 +156,9 @@ class GradientFlow(_base.ProbeCallback):
         histograms: also write the gradient histograms (True or False).
 
     Raises:
-        TypeError, ValueError: for a bad argument, when the callback is made.
+        TypeError, ValueError: for a bad argument, when the callback is
+            made; for a `sites` name that matches no site, when `fit`
+            starts (as for `SaturationHistograms`).
         ImportError, NotImplementedError: as for `SaturationHistograms`
             (without TensorFlow; on another Keras backend).
 

@@ -111,7 +111,8 @@ class SaturationHistograms(_base.ProbeCallback):
 
     Raises:
         TypeError, ValueError: for an argument outside what is listed above,
-            when the callback is made.
+            when the callback is made; for a `sites` name matching no site,
+            when `fit` starts (`set_model`), before any step.
         ImportError: without TensorFlow, which writes the summaries (on
             every backend, as for `keras.callbacks.TensorBoard`).
         NotImplementedError: on a Keras backend other than TensorFlow, JAX

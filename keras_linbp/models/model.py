@@ -18,6 +18,7 @@ from keras_linbp import summary
 from keras_linbp.linearize import linearize
 from keras_linbp.models import wrap
 from keras_linbp.models.auto_slope import AutoSlopeMixin
+from keras_linbp.models.auto_slope import check_recalibrate
 from keras_linbp.options import LinearizeOptions
 
 
@@ -92,13 +93,18 @@ class LinearBackpropModel(AutoSlopeMixin, keras.Model):
     Args:
         options: a `keras_linbp.LinearizeOptions`: `backprop`, `slope`,
             `sites`, `from_depth`, `include_output`, `include_softmax`,
-            `include_gates` (each documented there). They may also be given
-            by name (`backprop="exact"`, `slope="auto"`, ...), replacing
+            `include_gates`, `include_recurrent` (each documented there).
+            They may also be given by name (`backprop="exact"`,
+            `slope="auto"`, ...), replacing
             those of `options`. `backprop` and `slope` can be assigned
             between steps (see also `keras_linbp.callbacks.BackpropSchedule`).
         recalibrate: with `slope="auto"`, when `fit` calibrates the slopes
             on its first batch: `"epoch"` (default: at its start and each
-            epoch), `"fit"` (at its start) or `"never"`.
+            epoch), `"fit"` (at its start) or `"never"`. Recalibrating
+            retraces no step (it reads the slopes from variables). Any other
+            value than the default with a slope that is not `"auto"` raises
+            a `ValueError` (it would do nothing); to switch to `"auto"`
+            later, assign `model.slope = "auto"`, then `model.recalibrate`.
         calibrated_slopes: the `"auto"` slopes in force (set on loading).
         **kwargs: the options by name, and the arguments of `keras.Model`
             (`inputs`, `outputs`, `name`, ...).
@@ -137,7 +143,9 @@ class LinearBackpropModel(AutoSlopeMixin, keras.Model):
         super().__init__(*args, **kwargs)
         self._options = options
         self._init_auto_slope(recalibrate, calibrated_slopes)
-        if self.built and (options.sites is not None or isinstance(options.slope, dict)):
+        if self.built and (
+            options.sites is not None or isinstance(options.slope, dict) or isinstance(options.bits, dict)
+        ):
             # Report a misnamed site now rather than at the first step.
             self.linear_sites()
 
@@ -174,6 +182,8 @@ class LinearBackpropModel(AutoSlopeMixin, keras.Model):
     include_output = _Option("include_output")
     include_softmax = _Option("include_softmax")
     include_gates = _Option("include_gates")
+    bits = _Option("bits", on_change=lambda model: model._retrace_train_function())
+    include_recurrent = _Option("include_recurrent")
 
     @property
     def options(self):
@@ -230,7 +240,7 @@ class LinearBackpropModel(AutoSlopeMixin, keras.Model):
     def make_train_function(self, force=False):
         # Observe the sites now, outside the traced step: JAX's trainer
         # keeps variable values only inside its stateless step.
-        if self.backprop == "linear" and self.built:
+        if self.backprop != "exact" and self.built:
             try:
                 linbp_sites.find_activation_sites(self)
             except ValueError:
@@ -245,6 +255,11 @@ class LinearBackpropModel(AutoSlopeMixin, keras.Model):
             return super().train_step(*args, **kwargs)
         data = args[-1] if args else kwargs.get("data")
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if not self.built:
+            # TensorFlow without a distribution strategy builds a model in
+            # its first traced step; its sites (and a misnamed `sites=`)
+            # can only be known once built, before the linear forward.
+            self(x, training=False)
         with linearize(self, inputs=x):
             return super().train_step(*args, **kwargs)
 
@@ -262,7 +277,14 @@ class LinearBackpropModel(AutoSlopeMixin, keras.Model):
         options = LinearizeOptions.from_config(saved)
         # Passed on by name, as saved: a subclass's `__init__` may name them.
         rest.update({name: getattr(options, name) for name in saved})
-        return super().from_config(rest, custom_objects=custom_objects)
+        # Set after construction: a model whose slope was assigned a number
+        # after `slope="auto"` keeps its `recalibrate`, which the
+        # constructor refuses next to a number.
+        recalibrate = rest.pop("recalibrate", None)
+        model = super().from_config(rest, custom_objects=custom_objects)
+        if recalibrate is not None:
+            model._recalibrate = check_recalibrate(recalibrate)
+        return model
 
 
 @keras.saving.register_keras_serializable(package="keras_linbp")

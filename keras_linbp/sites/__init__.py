@@ -4,7 +4,8 @@ some, and swap their functions for the length of a `with` block.
 `find_activation_sites(model)` observes one traced forward call and returns
 the sites that run (`keras_linbp.sites.discovery`), as `ActivationSite`s
 (`keras_linbp.sites.site`), among the places that could hold an activation
-(`keras_linbp.sites.candidates`); `select_sites` / `explain_selection`
+(`keras_linbp.sites.candidates`), with the multiplicative gates marked
+(`keras_linbp.sites.gates`); `select_sites` / `explain_selection`
 choose among them (`keras_linbp.sites.selection`); `swap_sites(sites,
 make_replacement)` re-routes them per thread (`keras_linbp.sites.swap`, on
 the dispatchers of `keras_linbp.sites.dispatch`). The one discovery serves

@@ -16,7 +16,14 @@ from keras_linbp import activations as linbp_activations
 from keras_linbp import layers as linbp_layers
 from keras_linbp.sites import dispatch
 
-__all__ = ["ACTIVATION_ATTRIBUTES", "CALL_SITE_LAYERS", "candidates", "describe_function", "walk"]
+__all__ = [
+    "ACTIVATION_ATTRIBUTES",
+    "CALL_SITE_LAYERS",
+    "candidates",
+    "describe_function",
+    "recurrent_layers",
+    "walk",
+]
 
 ACTIVATION_ATTRIBUTES = ("activation", "recurrent_activation")
 CALL_SITE_LAYERS = (
@@ -55,6 +62,33 @@ def walk(model):
 
     visit(model, "")
     return out
+
+
+def recurrent_layers(model):
+    """The ids of the layers of `model` that run inside a recurrence: every
+    layer inside a `keras.layers.RNN` (`LSTM`, `GRU`, `SimpleRNN`,
+    `ConvLSTM*`, also as the halves of a `Bidirectional`) and every RNN
+    cell (a layer with a `state_size`, the cell protocol of
+    `keras.layers.RNN`), whose activations are applied once per time step.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_linbp import sites
+    >>> from keras_linbp.sites import candidates
+    >>> model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4, name="lstm"),
+    ...                           keras.layers.Dense(2, name="head")])
+    >>> ids = candidates.recurrent_layers(model)
+    >>> [path for layer, path in sites.walk(model) if id(layer) in ids]
+    ['lstm', 'lstm/lstm_cell']
+    """
+    found = set()
+    for layer, _ in walk(model):
+        if isinstance(layer, keras.layers.RNN):
+            found.update(id(inner) for inner, _ in walk(layer))
+        elif layer is not model and hasattr(layer, "state_size"):
+            found.update(id(inner) for inner, _ in walk(layer))
+    return found
 
 
 def describe_function(fn):
@@ -112,6 +146,9 @@ def _call_site(layer):
         name, saturation, _ = describe_function(layer.activation)
         # A binary sign layer fixes its own rule (`rule="ste"` or "linear").
         return name, saturation, getattr(layer, "rule", "linear")
+    if isinstance(layer, linbp_layers.FewBit):
+        name, saturation, _ = describe_function(layer.activation)
+        return name, saturation, f"few_bit{layer.bits}"
     if type(layer) is keras.layers.ReLU:
         name = _relu_layer_name(layer)
         return name, "rectifier", None

@@ -35,9 +35,10 @@ from keras_linbp import _compat
 from keras_linbp import activations as linbp_activations
 from keras_linbp.sites import dispatch
 from keras_linbp.sites.candidates import candidates as _candidates
+from keras_linbp.sites.candidates import recurrent_layers
 from keras_linbp.sites.candidates import walk
+from keras_linbp.sites.gates import mark_gates
 from keras_linbp.sites.site import ActivationSite
-from keras_linbp.sites.site import is_multiplicative_gate
 
 # Defined beside the concepts they belong to; importable from here as in 0.2
 # (`keras_linbp.sites.discovery.KINDS`, ...).
@@ -208,11 +209,13 @@ def find_activation_sites(model, inputs=None, refresh=False):
         if id(event.output) in output_ids:
             site.is_output = True
     _name_paths(sites)
+    recurrent = recurrent_layers(model)
     for depth, site in enumerate(sites, start=1):
         site.depth = depth
         if site.kind != "op" and id(site.layer) in output_layers:
             site.is_output = True
-        site.is_gate = is_multiplicative_gate(site)
+        site.is_recurrent = id(site.layer) in recurrent
+    mark_gates(sites)
     unreached = _unreached_ops(result.get("graph"), events)
     for site in sites:
         site._group = sites

@@ -22,6 +22,21 @@ metrics, optimizers) an op always runs the original.
 While a dispatched function runs, nested dispatch is off: the ops inside a
 `Dense` activation, a `ReLU` layer or an already replaced function are part
 of that one site.
+
+Two more things make the same sites found by every way of running a model:
+
+- A layer's name scope is what an op dispatcher reads, and only
+  `Layer.__call__` opens it. JAX's training step, `stateless_call` and a
+  direct `model.call(x)` run `call()` without it, so the ops in the
+  outermost functional graph would look as if they ran outside every
+  layer. `install_call_scope` wraps the `call` of each layer that owns op
+  sites so that it opens the layer's scope when `__call__` did not.
+- Under `torch.compile` (PyTorch, `jit_compile=True`) the dispatchers run
+  eagerly (`torch.compiler.disable`): their per-thread lookup and the rule
+  functions they run (a `torch.autograd.Function` that edits the output
+  tensor's `__dict__`) cannot be traced by dynamo. The compiled graph is cut
+  at each dispatched site, and each step looks the rule up afresh, exactly
+  as in eager mode.
 """
 
 import threading
@@ -37,6 +52,7 @@ __all__ = [
     "attribute_key",
     "current_graph",
     "install_attribute",
+    "install_call_scope",
     "install_ops",
     "op_key",
     "op_original",
@@ -44,6 +60,7 @@ __all__ = [
     "push",
     "state",
     "uninstall_attribute",
+    "uninstall_call_scope",
     "uninstall_ops",
 ]
 
@@ -151,6 +168,16 @@ def current_graph():
     return None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
 
 
+def _eager_under_torch_compile(fn):
+    """`fn`, run eagerly where `torch.compile` traces its caller (PyTorch);
+    `fn` itself on the other backends, whose tracers run Python as is."""
+    if keras.backend.backend() != "torch":
+        return fn
+    import torch
+
+    return torch.compiler.disable(fn)
+
+
 def _make_attribute_dispatcher(key, layer, attribute, original):
     layer_ref = weakref.ref(layer)
 
@@ -162,6 +189,7 @@ def _make_attribute_dispatcher(key, layer, attribute, original):
         return _run(st, key, original, args, kwargs, event)
 
     dispatch.__name__ = getattr(original, "__name__", "activation")
+    dispatch = _eager_under_torch_compile(dispatch)
     dispatch._linbp_original = original
     return dispatch
 
@@ -186,19 +214,47 @@ def _make_op_dispatcher(op, original):
         return _run(st, key, original, args, kwargs, event)
 
     dispatch.__name__ = getattr(original, "__name__", op)
+    dispatch = _eager_under_torch_compile(dispatch)
     dispatch._linbp_original = original
     return dispatch
 
 
+def _make_scoped_call(key, layer, attribute, original):
+    layer_ref = weakref.ref(layer)
+
+    def call(*args, **kwargs):
+        owner = layer_ref()
+        scope = _compat.calling_layer_scope()
+        if owner is None or (scope is not None and scope.caller is owner):
+            # Called by `Layer.__call__`, which opened the scope already.
+            return original(*args, **kwargs)
+        with _compat.layer_name_scope(owner):
+            return original(*args, **kwargs)
+
+    call.__name__ = getattr(original, "__name__", "call")
+    call._linbp_original = original
+    return call
+
+
 def install_attribute(layer, attribute):
     """Puts a dispatcher on `layer.<attribute>` (reference counted)."""
-    key = attribute_key(layer, attribute)
+    return _install(attribute_key(layer, attribute), layer, attribute, _make_attribute_dispatcher)
+
+
+def install_call_scope(layer):
+    """Makes `layer.call()` open the layer's name scope when it runs outside
+    `Layer.__call__` (`stateless_call`, JAX's training step), so that its op
+    sites are found there too (reference counted)."""
+    return _install(("scope", id(layer)), layer, "call", _make_scoped_call)
+
+
+def _install(key, layer, attribute, make):
     with _lock:
         record = _installed.get(key)
         if record is None:
             original = getattr(layer, attribute)
             original = getattr(original, "_linbp_original", original)
-            dispatcher = _make_attribute_dispatcher(key, layer, attribute, original)
+            dispatcher = make(key, layer, attribute, original)
             record = _installed[key] = [original, dispatcher, 0, layer]
             # object.__setattr__: a plain attribute swap, invisible to
             # Keras's tracking (a function is not trackable anyway).
@@ -209,7 +265,15 @@ def install_attribute(layer, attribute):
 
 def uninstall_attribute(layer, attribute):
     """Undoes one `install_attribute`; the last one restores the original."""
-    key = attribute_key(layer, attribute)
+    _uninstall(attribute_key(layer, attribute), layer, attribute)
+
+
+def uninstall_call_scope(layer):
+    """Undoes one `install_call_scope`."""
+    _uninstall(("scope", id(layer)), layer, "call")
+
+
+def _uninstall(key, layer, attribute):
     with _lock:
         record = _installed[key]
         record[2] -= 1

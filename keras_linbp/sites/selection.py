@@ -3,11 +3,13 @@ each other site is left out.
 
 The choice is made by the selection fields of a
 `keras_linbp.LinearizeOptions` (`sites`, `from_depth`, `include_output`,
-`include_softmax`, `include_gates`), given as an object or by name.
+`include_softmax`, `include_gates`, `include_recurrent`), given as an
+object or by name. A recurrent site named in a `sites` list is chosen even
+without `include_recurrent`: naming it is asking for it (a regex or a
+callable does not count as naming).
 """
 
 import re
-import warnings
 
 from keras_linbp import options as linbp_options
 
@@ -18,11 +20,23 @@ def _site_matches_name(site, name):
     return name in (site.path, site.layer_path, site.name)
 
 
+def _some_paths(paths, limit=12):
+    if not paths:
+        return "none"
+    shown = ", ".join(paths[:limit])
+    return shown + (f", ... ({len(paths)} in all)" if len(paths) > limit else "")
+
+
 def _check_names(all_sites, options):
-    """Raises `ValueError` for a `sites` name or a `slope` dict path that
-    matches no site, listing the sites there are."""
+    """Raises `ValueError` for a `sites` name, a `sites` regex or a `slope`
+    dict path that matches no site, listing the sites there are."""
     paths = [site.path for site in all_sites]
     sites = options.sites
+    if isinstance(sites, str) and not any(re.search(sites, path) for path in paths):
+        raise ValueError(
+            f"The `sites` pattern {sites!r} matches no activation site "
+            f"(`re.search` against the site paths). Site paths: {_some_paths(paths)}."
+        )
     if isinstance(sites, tuple):
         missing = [n for n in sites if not any(_site_matches_name(s, n) for s in all_sites)]
         if missing:
@@ -37,6 +51,13 @@ def _check_names(all_sites, options):
                 f"`slope` gives slopes for {unknown}, but the model has no "
                 f"activation site there. Site paths: {paths or 'none'}."
             )
+    if isinstance(getattr(options, "bits", None), dict):
+        unknown = [path for path in options.bits if path not in paths]
+        if unknown:
+            raise ValueError(
+                f"`bits` gives bits for {unknown}, but the model has no "
+                f"activation site there. Site paths: {paths or 'none'}."
+            )
 
 
 def _chosen_by_sites(site, sites):
@@ -49,16 +70,22 @@ def _chosen_by_sites(site, sites):
     return any(_site_matches_name(site, name) for name in sites)
 
 
+def _named(site, sites):
+    """Whether a `sites` list names `site` (a regex or callable does not)."""
+    return isinstance(sites, tuple) and any(_site_matches_name(site, n) for n in sites)
+
+
 def explain_selection(all_sites, options=None, include_fixed=False, **overrides):
     """`[(site, selected, reasons)]` for every site of `all_sites`.
 
     `reasons` lists why an unselected site is left out: `"fixed rule"`,
     `"not selected by `sites`"`, `"before from_depth=N"`, `"output layer"`,
-    `"softmax"`, `"gate"`. Arguments as for `select_sites`.
+    `"softmax"`, `"gate"`, `"recurrent"`. Arguments as for `select_sites`.
 
     Raises:
-        ValueError: when a name in a `sites` list, or a path of a `slope`
-            dict, matches no site; the message lists the sites there are.
+        ValueError: when a name in a `sites` list, a `sites` regex, or a
+            path of a `slope` dict matches no site; the message lists the
+            sites there are.
     """
     options = linbp_options.resolve(options, overrides)
     _check_names(all_sites, options)
@@ -77,6 +104,8 @@ def explain_selection(all_sites, options=None, include_fixed=False, **overrides)
             reasons.append("softmax")
         if site.is_gate and not options.include_gates:
             reasons.append("gate")
+        if site.is_recurrent and not options.include_recurrent and not _named(site, options.sites):
+            reasons.append("recurrent")
         rows.append((site, not reasons, reasons))
     return rows
 
@@ -99,7 +128,7 @@ def select_sites(all_sites, options=None, include_fixed=False, **overrides):
         all_sites: the result of `find_activation_sites`.
         options: a `keras_linbp.LinearizeOptions` whose selection fields
             choose the sites (see there); default: the defaults (every site
-            but the output layer's, softmax and gates).
+            but the output layer's, softmax, gates and recurrent cells).
         include_fixed: keep sites that fix their own rule whatever the
             model does (`LinearBackprop` layers, `linbp_*` activations,
             binary signs). Default False: there is nothing to convert;
@@ -112,19 +141,11 @@ def select_sites(all_sites, options=None, include_fixed=False, **overrides):
 
     Raises:
         TypeError / ValueError: for an invalid option, naming it.
-        ValueError: when a name in `sites` matches no site; the message
-            lists the sites there are.
+        ValueError: when a name in a `sites` list, or a `sites` regex,
+            matches no site; the message lists the sites there are.
     """
     options = linbp_options.resolve(options, overrides)
     rows = explain_selection(all_sites, options, include_fixed=include_fixed)
-    if isinstance(options.sites, str) and not any(
-        re.search(options.sites, site.path) for site in all_sites
-    ):
-        warnings.warn(
-            f"The `sites` pattern {options.sites!r} matches no activation site. "
-            f"Site paths: {[s.path for s in all_sites]}.",
-            stacklevel=2,
-        )
     return [site for site, selected, _ in rows if selected]
 
 

@@ -9,11 +9,10 @@ import dataclasses
 
 import keras
 
-from keras_linbp import _compat
 from keras_linbp import activations as linbp_activations
 from keras_linbp.sites import dispatch
 
-__all__ = ["KINDS", "ActivationSite", "is_multiplicative_gate", "original_function"]
+__all__ = ["KINDS", "ActivationSite", "original_function"]
 
 KINDS = ("attribute", "layer call", "op")
 
@@ -40,12 +39,25 @@ class ActivationSite:
         is_output: the activation's output is a model output (or the site
             belongs to a functional model's output layer).
         is_gate: a multiplicative gate: a bounded activation (sigmoid,
-            tanh, hard_sigmoid, ...) whose layer's output a functional
-            graph uses only as a factor of elementwise products
-            (`keras.layers.Multiply`, `keras.ops.multiply`, `*`), like the
-            squeeze-and-excitation gate of EfficientNet. The tensor it
-            scales also feeds other layers, so it is not a gate. Gates
-            inside a layer's own `call()` are not detected.
+            tanh, hard_sigmoid, a capped ReLU such as ReLU6) whose value a
+            functional graph uses only as a factor of elementwise products
+            with another tensor (`keras.layers.Multiply`,
+            `keras.ops.multiply`, `*`), possibly after shifts and scalings
+            by constants (`ReLU(6)(x + 3) / 6`, `Rescaling`), like the
+            squeeze-and-excitation gates of EfficientNet and MobileNetV3.
+            The value is a layer's output, a functional `keras.ops.sigmoid`
+            node, or a `Lambda` ending in the activation (see
+            `keras_linbp.sites.gates`). The tensor a gate scales also
+            feeds other layers, so it is not a gate.
+        gate_checked: False where the detector cannot know whether a
+            bounded activation is a gate: it runs inside a layer's own
+            `call()` (an op site of a custom layer, a sublayer called
+            there), not as a node of a functional graph.
+        is_recurrent: the site runs inside a recurrence: an RNN cell's
+            `activation` / `recurrent_activation` (`LSTM`, `GRU`,
+            `SimpleRNN`, `Bidirectional` ones included) or any activation
+            of a layer inside a `keras.layers.RNN`; linear backprop through
+            time applies the rule once per time step.
         fixed_rule: the backward rule the layer or function fixes itself,
             whatever the model does: `"linear"` for a `LinearBackprop`
             layer or a `linbp_*` activation, the layer's `rule` for a
@@ -76,6 +88,8 @@ class ActivationSite:
     depth: int = 0
     is_output: bool = False
     is_gate: bool = False
+    gate_checked: bool = True
+    is_recurrent: bool = False
     fixed_rule: str | None = None
     layer_path: str = ""
     occurrence: int = 0
@@ -114,12 +128,3 @@ def original_function(site):
     """The site's function as the model defines it (ignoring any swap)."""
     return site.function
 
-
-def is_multiplicative_gate(site):
-    """Whether `site` is a multiplicative gate (see `ActivationSite.is_gate`):
-    a bounded attribute / layer-call site whose layer output a functional
-    graph consumes only through elementwise products."""
-    if site.kind == "op" or site.saturation != "bounded":
-        return False
-    consumers = _compat.consuming_operations(site.layer)
-    return bool(consumers) and all(_compat.is_multiply_operation(op) for op in consumers)

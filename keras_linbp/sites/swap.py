@@ -48,7 +48,12 @@ def swap_sites(sites, make_replacement: Callable):
             groups.setdefault(id(member), member)
     members = list(groups.values())
     uses_ops = any(member.kind == "op" for member in members)
+    # The layers owning op sites open their name scope even when their
+    # `call()` runs without `__call__` (the outermost model in JAX's
+    # training step or `stateless_call`): the op dispatcher reads it.
+    scoped = list({id(m.layer): m.layer for m in members if m.kind == "op"}.values())
     installed = []
+    scoped_installed = []
     pushed = []
     try:
         if uses_ops:
@@ -57,6 +62,9 @@ def swap_sites(sites, make_replacement: Callable):
             if member.kind != "op":
                 dispatch.install_attribute(member.layer, member.attribute)
                 installed.append(member)
+        for layer in scoped:
+            dispatch.install_call_scope(layer)
+            scoped_installed.append(layer)
         for site in sites:
             replacement = make_replacement(site, site.function)
             dispatch.push(site.key, replacement)
@@ -65,6 +73,8 @@ def swap_sites(sites, make_replacement: Callable):
     finally:
         for key in reversed(pushed):
             dispatch.pop(key)
+        for layer in reversed(scoped_installed):
+            dispatch.uninstall_call_scope(layer)
         for member in reversed(installed):
             dispatch.uninstall_attribute(member.layer, member.attribute)
         if uses_ops:

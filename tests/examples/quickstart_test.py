@@ -1,10 +1,17 @@
 """Smoke test of examples/quickstart.py: a short run writes a sane results.json."""
 
 import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
 
 import pytest
 
 from _examples import load_example
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_quickstart_writes_results_json(tmp_path, capsys):
@@ -29,3 +36,27 @@ def test_quickstart_writes_results_json(tmp_path, capsys):
 
     table = capsys.readouterr().out
     assert "exact" in table and "linear" in table and "test accuracy" in table
+
+
+# TensorFlow's native start-up lines, printed before Python can set a log
+# level that reaches them (TF 2.21): absl's pre-init notice, `I0000 ...
+# cudart_stub ...`, `E0000 ... cuInit ... (303)` on a machine without a GPU.
+NATIVE_LOG_LINE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IWEF]\d{4} )")
+
+
+def test_quickstart_prints_its_summary_first_and_no_python_warnings(tmp_path):
+    pytest.importorskip("sklearn")
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--epochs", "1", "--out", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.splitlines()[0].startswith('LinearBackpropModel "'), run.stdout[:500]
+    # The example itself sets TF_CPP_MIN_LOG_LEVEL=2: TensorFlow's INFO and
+    # WARNING logs after start-up, and every Python warning, stay out.
+    others = [line for line in run.stderr.splitlines() if line.strip() and not NATIVE_LOG_LINE.match(line)]
+    assert not others, "\n".join(others[:20])
+    assert not [line for line in run.stderr.splitlines() if re.match(r"^[IW]\d{4} ", line)
+                and "cudart_stub" not in line], run.stderr[-2000:]

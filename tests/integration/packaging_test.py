@@ -3,6 +3,7 @@
 import ast
 import importlib
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ def test_setup_py_reports_the_package_version():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == keras_linbp.__version__
-    assert keras_linbp.__version__ == "0.2.0.dev0"
+    assert keras_linbp.__version__ == "0.2.0"
 
 
 def test_license_file_is_the_apache_2_licence_setup_py_declares():
@@ -87,3 +88,19 @@ def test_star_import_gives_the_documented_entry_points():
     for public in ("linear_backprop", "straight_through", "LinearBackprop", "LinearBackpropModel"):
         assert public in namespace
     assert namespace["linear_backprop"] is keras_linbp.activations.linear_backprop
+
+
+def test_readme_links_work_on_the_package_index_too():
+    # setup.py ships README.md as the long description; the package index
+    # renders it with no source tree beside it and no heading anchors, so
+    # a relative link (`docs/RESULTS.md`) or an in-page one (`#quickstart`)
+    # is dead there. Files of the tree are named as text paths instead.
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)\s]+)\)", text) + re.findall(r"""(?:src|href)=["']([^"']+)""", text)
+    assert targets, "the README links to the paper and references"
+    relative = [target for target in targets if not re.match(r"https?://", target)]
+    assert not relative, f"links that break off the repository: {relative}"
+    # The paths it names instead exist.
+    for path in set(re.findall(r"`((?:docs|examples|benchmarks|tests|results)/[^`\s*]+)`", text)):
+        if "<" not in path:
+            assert (REPO / path).exists(), path

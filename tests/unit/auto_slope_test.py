@@ -49,11 +49,11 @@ def test_calibrated_slopes_equal_numpy(statistic):
         np.testing.assert_allclose(got[path], expected[path], rtol=1e-5)
 
 
-def _assert_sgd_step_with_slopes(trained, plain, x, y, loss_fn, lr, slopes, rtol=1e-5):
+def _assert_sgd_step_with_slopes(trained, plain, x, y, loss_fn, lr, slopes, rtol=1e-5, **options):
     """`trained`'s weights are `plain`'s after one SGD(`lr`) step under
-    `linearize(plain, slope=slopes)` (the float-slope rule, eager)."""
+    `linearize(plain, slope=slopes, **options)` (the float-slope rule, eager)."""
     with tf.GradientTape() as tape:
-        with keras_linbp.linearize(plain, slope=dict(slopes)):
+        with keras_linbp.linearize(plain, slope=dict(slopes), **options):
             loss = loss_fn(y, plain(x, training=True))
     grads = tape.gradient(loss, plain.trainable_variables)
     for v, w, g in zip(trained.trainable_variables, plain.trainable_variables, grads):
@@ -238,7 +238,9 @@ def test_auto_slopes_inside_an_rnn_loop():
         return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.LSTM(4)(inputs)))
 
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    linear = LinearBackpropModel.from_model(build(), slope="auto", recalibrate="fit")
+    linear = LinearBackpropModel.from_model(
+        build(), slope="auto", recalibrate="fit", include_recurrent=True
+    )
     linear.compile(keras.optimizers.SGD(0.5), loss_fn)
     linear.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
     assert len(linear.calibrated_slopes) == 2  # the cell's activation and its gates
@@ -246,7 +248,9 @@ def test_auto_slopes_inside_an_rnn_loop():
     assert {s.path for s in keras_linbp.sites.find_activation_sites(plain)} == set(
         linear.calibrated_slopes
     )
-    _assert_sgd_step_with_slopes(linear, plain, x, y, loss_fn, 0.5, linear.calibrated_slopes, rtol=1e-4)
+    _assert_sgd_step_with_slopes(
+        linear, plain, x, y, loss_fn, 0.5, linear.calibrated_slopes, rtol=1e-4, include_recurrent=True
+    )
 
 
 def test_a_slope_dict_naming_no_site_is_an_error():
@@ -264,9 +268,10 @@ def test_switching_to_auto_uses_the_slopes_calibrated_before():
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model = _mlp()
     initial = model.get_weights()
-    linear = LinearBackpropModel.from_model(model, slope=1.0, recalibrate="never")
+    linear = LinearBackpropModel.from_model(model, slope=1.0)
     slopes = linear.calibrate_slopes(x)
     linear.slope = "auto"
+    linear.recalibrate = "never"  # keep the slopes calibrated above
     linear.compile(keras.optimizers.SGD(0.5), loss_fn)
     linear.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
     _assert_sgd_step_with_slopes(linear, _restored(initial), x, y, loss_fn, 0.5, slopes)

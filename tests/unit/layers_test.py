@@ -207,6 +207,20 @@ def test_layer_rejects_integer_and_bool_input():
             layers.LinBPSigmoid()(np.ones((2, 3), dtype=dtype))
 
 
+@pytest.mark.parametrize("cls", [layers.LinearBackprop, *layers.NAMED_LAYERS], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("dtype", ["int32", "bool"])
+def test_layer_rejects_a_symbolic_integer_input_when_called(cls, dtype):
+    # Keras's own Activation layer keeps a symbolic int input's dtype; a
+    # linear-backprop layer cannot run on it, so the functional call fails
+    # (not the first fit / predict, after a float32 spec was promised).
+    layer = cls("tanh") if cls is layers.LinearBackprop else cls()
+    with pytest.raises(TypeError, match=rf"{cls.__name__}.*floating.*dtype {dtype}"):
+        layer(keras.Input((3,), dtype=dtype))
+    # A floating input still gives Keras's spec: the same shape and dtype.
+    out = layer(keras.Input((3,), dtype="float32"))
+    assert (out.shape, out.dtype) == ((None, 3), "float32")
+
+
 def test_unregistered_callable_fails_to_load_with_a_clear_error():
     def my_activation(x):
         return x * tf.sigmoid(x)

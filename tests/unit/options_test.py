@@ -86,6 +86,7 @@ def _x():
         ("include_output", "yes", TypeError, "`include_output` must be True or False"),
         ("include_softmax", 1, TypeError, "`include_softmax` must be True or False"),
         ("include_gates", None, TypeError, "`include_gates` must be True or False"),
+        ("include_recurrent", "no", TypeError, "`include_recurrent` must be True or False"),
     ],
 )
 def test_a_bad_field_fails_at_construction_naming_it(field, value, error, message):
@@ -100,8 +101,10 @@ def test_defaults_and_canonical_values():
     assert options.backprop == "linear" and options.slope == 1.0 and type(options.slope) is float
     assert options.sites == ("d1",) and type(options.from_depth) is int
     assert (options.include_output, options.include_softmax, options.include_gates) == (False,) * 3
+    assert options.include_recurrent is False
     assert LinearizeOptions.field_names() == (
-        "backprop", "slope", "sites", "from_depth", "include_output", "include_softmax", "include_gates",
+        "backprop", "slope", "bits", "sites", "from_depth", "include_output", "include_softmax", "include_gates",
+        "include_recurrent",
     )
 
 
@@ -117,8 +120,8 @@ def test_replace_returns_a_checked_copy():
     assert (changed.slope, changed.from_depth, changed.include_gates) == (0.5, 3, True)
     assert (options.from_depth, options.include_gates) == (None, False)
     assert options.replace() == options
-    with pytest.raises(TypeError, match=r"'bits'.*backprop, slope, sites, from_depth"):
-        options.replace(bits=2)
+    with pytest.raises(TypeError, match=r"'clip'.*backprop, slope, bits, sites, from_depth"):
+        options.replace(clip=2)
 
 
 def test_split_kwargs_and_selection_kwargs():
@@ -126,7 +129,7 @@ def test_split_kwargs_and_selection_kwargs():
     assert options == {"slope": 0.5, "sites": ["a"]} and rest == {"name": "m"}
     assert LinearizeOptions(from_depth=2).selection_kwargs() == {
         "sites": None, "from_depth": 2, "include_output": False,
-        "include_softmax": False, "include_gates": False,
+        "include_softmax": False, "include_gates": False, "include_recurrent": False,
     }
 
 
@@ -147,8 +150,8 @@ def test_config_round_trip_through_json(options):
 
 def test_from_config_fills_missing_fields_and_rejects_unknown_ones():
     assert LinearizeOptions.from_config({"slope": 0.25}) == LinearizeOptions(slope=0.25)
-    with pytest.raises(TypeError, match="'bits'"):
-        LinearizeOptions.from_config({"bits": 2})
+    with pytest.raises(TypeError, match="'clip'"):
+        LinearizeOptions.from_config({"clip": 2})
 
 
 def test_slope_at():

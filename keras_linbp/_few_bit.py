@@ -1,0 +1,136 @@
+"""`FewBitRule`: the few-bit backward rule of `keras_linbp._backend.apply_rule`.
+
+Forward unchanged; backward `g * levels[code]`, `code` = the number of
+`bounds` at or below the forward input (Novikov et al., "Few-Bit Backward",
+ICML 2023). The residual is the codes bit-packed into uint8, written in
+`keras.ops` bitwise ops; one per-backend helper gathers the levels of each
+packed byte. Re-exported by `keras_linbp._backend` beside `LinearRule` and
+`StraightThroughRule`; a file of its own only to keep each module short.
+
+Example:
+
+>>> import keras, numpy as np
+>>> from keras_linbp import _backend
+>>> rule = _backend.FewBitRule(bounds=(0.0,), levels=(0.1, 0.9))
+>>> x = keras.ops.convert_to_tensor(np.array([-1.0, 0.0, 2.0], "float32"))
+>>> print(keras.ops.convert_to_numpy(rule.residual(x)))  # codes 0, 1, 1 in bits 0, 1, 2
+[6]
+>>> fn = lambda a: _backend.apply_rule(keras.activations.gelu, a, (), {}, rule)
+>>> print(np.round(_backend.elementwise_derivative(fn, x), 3))
+[0.1 0.9 0.9]
+"""
+
+import dataclasses
+
+import keras
+
+__all__ = ["FewBitRule"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FewBitRule:
+    """`g <- g * levels[code]`, `code` = the number of `bounds` <= x; keeps
+    the codes bit-packed into uint8 (the few-bit rule, Novikov et al. 2023).
+
+    `bits = log2(len(levels))` (0 to 4). Codes take `slot` bits in the
+    packed residual (1, 2, 4, 4 for 1-4 bits: a byte holds whole codes
+    only), so `ceil(N * slot / 8)` bytes are kept for N elements and
+    nothing else: the shape is the upstream's. The backward looks each
+    packed byte up in a `(256, codes per byte)` table of levels in the
+    upstream's dtype, so no full-size integer tensor is made.
+    """
+
+    bounds: tuple = ()
+    levels: tuple = (1.0,)
+
+    def __post_init__(self):
+        object.__setattr__(self, "bounds", tuple(float(b) for b in self.bounds))
+        object.__setattr__(self, "levels", tuple(float(v) for v in self.levels))
+        if len(self.levels) not in (1, 2, 4, 8, 16) or len(self.bounds) != len(self.levels) - 1:
+            raise ValueError(
+                f"A few-bit rule needs 2^b levels (b = 0..4) and one bound fewer; got "
+                f"{len(self.levels)} levels and {len(self.bounds)} bounds."
+            )
+        if list(self.bounds) != sorted(self.bounds):
+            raise ValueError(f"The bounds of a few-bit rule must ascend; got {self.bounds}.")
+
+    @property
+    def bits(self):
+        return len(self.levels).bit_length() - 1
+
+    @property
+    def slot(self):
+        return {0: 0, 1: 1, 2: 2, 3: 4, 4: 4}[self.bits]
+
+    def residual(self, x):
+        if self.bits == 0:
+            return None
+        return _pack_codes(keras.ops.reshape(_codes(x, self.bounds), (-1,)), self.slot)
+
+    def input_gradient(self, upstream, residual):
+        if residual is None:
+            return upstream * self.levels[0]
+        table = keras.ops.convert_to_tensor(self._byte_table(), dtype=upstream.dtype)
+        factors = keras.ops.reshape(_gather_rows(table, residual), (-1,))
+        size = keras.ops.size(upstream)
+        if not isinstance(size, int) or size % (8 // self.slot):
+            factors = factors[:size]  # the padding codes of the last byte
+        return upstream * keras.ops.reshape(factors, keras.ops.shape(upstream))
+
+    def _byte_table(self):
+        import numpy as np
+
+        per_byte = 8 // self.slot
+        byte = np.arange(256)[:, None]
+        codes = (byte >> (self.slot * np.arange(per_byte))[None, :]) & ((1 << self.slot) - 1)
+        levels = np.array(self.levels + (0.0,) * ((1 << self.slot) - len(self.levels)))
+        return levels[codes]
+
+
+def _codes(x, bounds):
+    """uint8 codes: the number of `bounds` <= x, elementwise."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        # One op: TensorFlow's executor would run every comparison of a
+        # Python loop before the sums, holding 2 * len(bounds) full-size
+        # temporaries at once.
+        if x.dtype not in (tf.float32, tf.float64):
+            x = tf.cast(x, tf.float32)  # Bucketize takes no float16 / bfloat16
+        return tf.cast(tf.raw_ops.Bucketize(input=x, boundaries=list(bounds)), tf.uint8)
+    codes = keras.ops.zeros_like(x, dtype="uint8")
+    for bound in bounds:
+        codes = codes + keras.ops.cast(keras.ops.greater_equal(x, bound), "uint8")
+    return codes
+
+
+def _pack_codes(flat, slot):
+    """uint8 codes (< 2^slot) of a 1-D tensor, `8 // slot` to a byte
+    (element `i` in bits `slot * (i % per_byte)` of byte `i // per_byte`)."""
+    per_byte = 8 // slot
+    size = keras.ops.shape(flat)[0]
+    if not isinstance(size, int) or size % per_byte:
+        pad = (-size) % per_byte
+        flat = keras.ops.concatenate([flat, keras.ops.zeros((pad,), dtype="uint8")])
+    rows = keras.ops.reshape(flat, (-1, per_byte))
+    packed = rows[:, 0]
+    for j in range(1, per_byte):
+        packed = keras.ops.bitwise_or(packed, keras.ops.left_shift(rows[:, j], slot * j))
+    return packed
+
+
+def _gather_rows(table, indices):
+    """`table[indices]` for uint8 `indices`, with the smallest index dtype
+    each backend takes (TensorFlow: int16; PyTorch: int32; JAX: uint8)."""
+    name = keras.backend.backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return tf.gather(table, tf.cast(indices, tf.int16))
+    if name == "torch":
+        import torch
+
+        return torch.nn.functional.embedding(indices.int(), table)
+    import jax.numpy as jnp
+
+    return jnp.take(table, indices, axis=0)
