@@ -104,3 +104,11 @@ def test_readme_links_work_on_the_package_index_too():
     for path in set(re.findall(r"`((?:docs|examples|benchmarks|tests|results)/[^`\s*]+)`", text)):
         if "<" not in path:
             assert (REPO / path).exists(), path
+
+
+def test_test_file_basenames_are_unique():
+    # pytest imports test files by basename (no packages under tests/): two
+    # files of one name fail at collection ("import file mismatch").
+    names = [path.name for path in (REPO / "tests").rglob("*_test.py")]
+    names += [path.name for path in (REPO / "tests").rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
