@@ -106,7 +106,22 @@ def _trace(forward, symbolic):
         tf.function(forward, autograph=False).get_concrete_function(specs)
     else:
         with keras.StatelessScope():
-            _compat.symbolic_call(forward, symbolic)
+            try:
+                _compat.symbolic_call(forward, symbolic)
+            except Exception:
+                # JAX traces unknown dimensions as symbolic sizes, which
+                # some layers cannot compare (keras-hub's PositionEmbedding
+                # slices by the sequence length): trace once more with each
+                # unknown non-batch dimension given a small concrete size.
+                _compat.symbolic_call(forward, _concrete_inner_dims(symbolic))
+
+
+def _concrete_inner_dims(symbolic, size=8):
+    def concrete(t):
+        shape = (t.shape[0], *(size if d is None else d for d in t.shape[1:]))
+        return keras.KerasTensor(shape, dtype=t.dtype)
+
+    return keras.tree.map_structure(concrete, symbolic)
 
 
 def _observe(model, inputs=None):
