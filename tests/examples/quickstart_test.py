@@ -39,9 +39,14 @@ def test_quickstart_writes_results_json(tmp_path, capsys):
 
 
 # TensorFlow's native start-up lines, printed before Python can set a log
-# level that reaches them (TF 2.21): absl's pre-init notice, `I0000 ...
-# cudart_stub ...`, `E0000 ... cuInit ... (303)` on a machine without a GPU.
-NATIVE_LOG_LINE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IWEF]\d{4} )")
+# level that reaches them: TF 2.21, absl's pre-init notice, `I0000 ...
+# cudart_stub ...`, `E0000 ... cuInit ... (303)` on a machine without a GPU;
+# TF 2.16, timestamped errors (`2026-12-03 18:09:01.890947: E ... Unable to
+# register cuFFT factory ...`), which no log level below 3 hides.
+NATIVE_LOG_LINE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IWEF]\d{4} "
+    r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [EF] )"
+)
 
 
 def test_quickstart_prints_its_summary_first_and_no_python_warnings(tmp_path):
