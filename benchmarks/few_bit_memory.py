@@ -43,7 +43,6 @@ import gc
 import os
 import pathlib
 import platform
-import statistics
 import sys
 import time
 
@@ -123,15 +122,8 @@ def memory_of_variant(variant, models, quick):
             gc.collect()
             model, (x, y) = build_variant(model_name, variant, jit_compile, quick)
             model.train_on_batch(x, y)  # trace / compile outside the measurement
-            row = {"model": model_name, "jit_compile": jit_compile}
-            if measure.BACKEND == "tensorflow":
-                row["mib"] = statistics.median(
-                    step_probes.tf_step_memory_mib(model, x, y) for _ in range(3))
-            elif measure.BACKEND == "jax":
-                row["mib"] = step_probes.jax_compiled_temp_mib(model, x, y)
-            else:
-                row["mib"] = step_probes.torch_saved_for_backward(model, x, y)[0]
-            rows.append(row)
+            rows.append({"model": model_name, "jit_compile": jit_compile,
+                         **step_probes.step_memory(model, x, y)})
             del model
     return rows
 

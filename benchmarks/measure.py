@@ -15,8 +15,8 @@ own cases (networks, variants, callbacks) with what is here:
 - `run_children`: one variant per fresh process (an allocator's peak
   depends on what its process allocated before);
 - `write_results`: `results.json` (and `table.md`) in `--out DIR`, replaced
-  whole, so a run cut short never leaves half a file; `repo_command`
-  (from `examples/_command.py`): the command line it records.
+  whole, so a run cut short never leaves half a file, and `repo_command`,
+  the command line it records (both from `examples/_command.py`).
 
 Nothing here imports Keras or a framework before `setup_backend` runs.
 """
@@ -34,7 +34,7 @@ import numpy as np
 # The command line every results.json records (one helper for the examples
 # and the benchmarks: repository-relative paths, no build-machine ones).
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
-from _command import repo_command  # noqa: E402,F401
+from _command import repo_command, write_results  # noqa: E402,F401
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -269,20 +269,3 @@ def run_children(commands, parallel, env=None, keep_stderr=False):
 
 
 # --- results ---------------------------------------------------------------------------
-
-
-def write_results(out, results, table=None):
-    """Writes `out/results.json` (and `out/table.md` when `table` is given).
-
-    Each file is written beside its place and moved there, so a reader (or
-    a run cut short) never sees half a file.
-    """
-    os.makedirs(out, exist_ok=True)
-    files = [("results.json", json.dumps(results, indent=2))]
-    if table is not None:
-        files.append(("table.md", table))
-    for name, text in files:
-        path = os.path.join(out, name)
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)

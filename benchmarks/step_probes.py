@@ -14,6 +14,7 @@ noise-free evidence next to the timings; the memory probes measure one step:
 """
 
 import gc
+import statistics
 
 import measure
 
@@ -122,6 +123,24 @@ MEMORY_DESCRIPTION = {
     "jax": "temp_size_in_bytes of jax.jit(model.train_step, donate_argnums=0) compiled for the batch",
     "torch": "bytes saved for backward in one train_on_batch (saved_tensors_hooks; unique storages, weights excluded)",
 }
+
+
+def step_memory(model, x, y, steps=3):
+    """This backend's memory of one training step, as a results row:
+    `{"mib": MEMORY_METRIC's value}`; TensorFlow, the median of `steps`
+    steps; PyTorch also `saved_mib_all` and `saved_tensors`, and on a GPU
+    `device_mib` (or `device_error`). Call after a tracing step."""
+    if measure.BACKEND == "tensorflow":
+        return {"mib": statistics.median(tf_step_memory_mib(model, x, y) for _ in range(steps))}
+    if measure.BACKEND == "jax":
+        return {"mib": jax_compiled_temp_mib(model, x, y)}
+    row = dict(zip(("mib", "saved_mib_all", "saved_tensors"), torch_saved_for_backward(model, x, y)))
+    if measure.ON_GPU:
+        try:
+            row["device_mib"] = statistics.median(torch_cuda_step_mib(model, x, y) for _ in range(steps))
+        except Exception as error:  # keep the rest of a long run
+            row["device_error"] = f"CUDA memory: {error!r}"
+    return row
 
 
 def tf_step_memory_mib(model, x, y):

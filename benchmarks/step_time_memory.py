@@ -9,7 +9,6 @@ The probes themselves are `step_probes.py`'s.
 import gc
 import json
 import os
-import statistics
 import sys
 
 import measure
@@ -50,24 +49,8 @@ def memory_of_variant(variant, models, config):
             model.train_on_batch(x, y)  # trace / compile outside the measurement
             if variant == "linear_model":
                 check_sites(model_name, model, sizes)
-            row = {"model": model_name, "jit_compile": jit_compile}
-            if measure.BACKEND == "tensorflow":
-                row["mib"] = statistics.median(
-                    step_probes.tf_step_memory_mib(model, x, y) for _ in range(3)
-                )
-            elif measure.BACKEND == "jax":
-                row["mib"] = step_probes.jax_compiled_temp_mib(model, x, y)
-            else:
-                saved = step_probes.torch_saved_for_backward(model, x, y)
-                row["mib"], row["saved_mib_all"], row["saved_tensors"] = saved
-                if measure.ON_GPU:
-                    try:
-                        row["device_mib"] = statistics.median(
-                            step_probes.torch_cuda_step_mib(model, x, y) for _ in range(3)
-                        )
-                    except Exception as error:  # keep the rest of a long run
-                        row["device_error"] = f"CUDA memory of {model_name}: {error!r}"
-            rows.append(row)
+            rows.append({"model": model_name, "jit_compile": jit_compile,
+                         **step_probes.step_memory(model, x, y)})
             del model
     return rows
 

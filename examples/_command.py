@@ -1,5 +1,6 @@
-"""`repo_command`: the command line a `results.json` records, as someone
-would type it at the repository root.
+"""What a results directory records: `repo_command`, the command line a
+`results.json` stores, as someone would type it at the repository root;
+`write_results`, the files themselves.
 
 Every example and benchmark stores the command that made its results. Run
 with `--out /abs/path/results/x`, the plain `" ".join(sys.argv)` stored the
@@ -10,6 +11,7 @@ repository is written relative to its root, and the script as
 (The benchmarks import this through `benchmarks/measure.py`.)
 """
 
+import json
 import os
 import sys
 
@@ -48,3 +50,21 @@ def repo_command(script, argv=None, root=REPO):
     root = os.path.normpath(root)
     parts = ["python", _relative(os.path.abspath(script), root)]
     return " ".join(parts + [_relative(str(argument), root) for argument in argv])
+
+
+def write_results(out, results, table=None, allow_nan=True):
+    """Writes `out/results.json` (and `out/table.md` when `table` is given).
+
+    Each file is written beside its place and moved there, so a reader (or
+    a run cut short) never sees half a file. `allow_nan=False` makes a NaN
+    an error instead of the non-standard `NaN` token.
+    """
+    os.makedirs(out, exist_ok=True)
+    files = [("results.json", json.dumps(results, indent=2, allow_nan=allow_nan) + "\n")]
+    if table is not None:
+        files.append(("table.md", table.rstrip("\n") + "\n"))
+    for name, text in files:
+        path = os.path.join(out, name)
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)

@@ -54,12 +54,14 @@ Usage:
 """
 
 import argparse
-import json
 import os
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _command import repo_command, write_results  # noqa: E402  (what a results directory records)
 
 import numpy as np  # noqa: E402
 import keras  # noqa: E402
@@ -366,6 +368,7 @@ def main(argv=None):
           f"{args.epochs} epochs, seeds {args.seeds}")
 
     results = {
+        "command": repo_command(__file__, argv),
         "dataset": args.dataset,
         "arch": args.arch,
         "width": args.width,
@@ -399,9 +402,7 @@ def main(argv=None):
                   f"{stats['final_train_loss_mean']:>10.4f} ± {stats['final_train_loss_std']:.4f}")
 
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
+        write_results(args.out, results)
         plot_curves(os.path.join(args.out, "learning_curves.png"), results)
         print(f"wrote {args.out}/results.json and {args.out}/learning_curves.png")
     return 0

@@ -56,7 +56,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _command import repo_command  # noqa: E402  (the command line results.json records)
+from _command import repo_command, write_results  # noqa: E402  (what a results directory records)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -426,9 +426,7 @@ def main(argv=None):
         "wall_seconds": time.perf_counter() - wall_start,
     }
     result = _json_safe(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
-    (args.out / "table.md").write_text(table + "\n")
+    write_results(args.out, result, table, allow_nan=False)
     plot_loss_curves(runs, args.out / "loss_curves.png")
     print(table)
     print("target:", json.dumps(result["target"]))

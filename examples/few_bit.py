@@ -25,7 +25,11 @@ Cases (generated or bundled data, no download):
   last position's output -> Dense(8), SGD(0.1, momentum 0.9), 12 epochs,
   batch 64; skipped without keras-hub;
 - `lstm_memory_sgd`: the LSTM task of `examples/recurrent_nets.py`, SGD(0.1,
-  momentum 0.9), recurrent sites included (`include_recurrent=True`).
+  momentum 0.9), 8 epochs, recurrent sites included (`include_recurrent=True`);
+- `efficientnet_sgd`: the EfficientNetB0 / SGD case of `examples/deep_nets.py`
+  (keras.applications, random weights, digits as 32x32x3, 768 training
+  images, SGD(0.01, momentum 0.9), batch 64, 3 epochs, squeeze-and-excitation
+  gates exact), scored after its BN-statistics refresh.
 
 The metric is test accuracy after the last epoch; `diverged` counts seeds
 whose loss went NaN. Writes `DIR/results.json` and `DIR/table.md`.
@@ -36,7 +40,7 @@ whose loss went NaN. Writes `DIR/results.json` and `DIR/table.md`.
 """
 
 import argparse
-import json
+import collections
 import math
 import os
 import pathlib
@@ -46,7 +50,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _command import repo_command  # noqa: E402  (the command line results.json records)
+from _command import repo_command, write_results  # noqa: E402  (what a results directory records)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -81,13 +85,6 @@ def pointer_task(n, length=8, vocabulary=8, seed=0):
     return tokens, labels
 
 
-def memory_task(n, steps=30, features=8, seed=0):
-    """The task of `examples/recurrent_nets.py`: argmax over the first 3
-    features of their sum over the first half of the sequence."""
-    x = np.random.default_rng(seed).normal(size=(n, steps, features)).astype("float32")
-    return x, np.argmax(x[:, : steps // 2, :3].sum(axis=1), axis=1).astype("int32")
-
-
 def mlp(depth, activation):
     def build():
         inputs = keras.Input((64,))
@@ -117,8 +114,15 @@ def lstm():
     return keras.Model(inputs, keras.layers.Dense(3, name="head")(hidden))
 
 
+# One case: `build()` the model, `data()` -> (x, y, x_test, y_test),
+# `optimizer()`, extra `from_model` options, and `after_fit(model, x)` run
+# before the test evaluation (None: nothing).
+Case = collections.namedtuple(
+    "Case", "build data optimizer epochs batch_size options after_fit", defaults=(None,))
+
+
 def _cases(quick):
-    """{name: (build, data, optimizer, epochs, batch size, extra from_model options)}."""
+    """{name: Case}."""
     small = quick
 
     def digits_data():
@@ -131,21 +135,38 @@ def _cases(quick):
         return x, y, xt, yt
 
     def memory_data():
-        x, y = memory_task(192 if small else 1536, seed=0)
-        xt, yt = memory_task(64 if small else 512, seed=1)
-        return x, y, xt, yt
+        import recurrent_nets  # the LSTM task of examples/recurrent_nets.py
+
+        return recurrent_nets.make_data(*((192, 64) if small else (1536, 512)))
+
+    def efficientnet_data():
+        import deep_nets  # the data of examples/deep_nets.py: digits as 32x32x3 images
+
+        x, x_test, y, y_test = deep_nets.load_data(*((128, 128) if small else (deep_nets.TRAIN_SIZE, None)))
+        return x, y, x_test, y_test
+
+    def efficientnet():
+        import deep_nets
+
+        return deep_nets.MODELS["EfficientNetB0"]()
+
+    def refresh_batch_norm(model, x):
+        import deep_nets  # its test protocol: BN statistics of a training-mode pass
+
+        deep_nets.refresh_batch_norm_statistics(model, x)
 
     sgd = lambda: keras.optimizers.SGD(0.05)  # noqa: E731
+    momentum_sgd = lambda rate: lambda: keras.optimizers.SGD(rate, momentum=0.9)  # noqa: E731
     return {
-        "mlp_gelu_sgd": (mlp(8, "gelu"), digits_data, sgd, 2 if quick else 40, 32, {}),
-        "mlp_silu_sgd": (mlp(8, "silu"), digits_data, sgd, 2 if quick else 40, 32, {}),
-        "mlp_gelu_adam": (mlp(4, "gelu"), digits_data, lambda: keras.optimizers.Adam(1e-3),
-                          2 if quick else 10, 32, {}),
-        "gpt2_pointer_sgd": (gpt2_pointer, pointer_data,
-                             lambda: keras.optimizers.SGD(0.1, momentum=0.9),
-                             1 if quick else 12, 64, {}),
-        "lstm_memory_sgd": (lstm, memory_data, lambda: keras.optimizers.SGD(0.1, momentum=0.9),
-                            1 if quick else 8, 64, {"include_recurrent": True}),
+        "mlp_gelu_sgd": Case(mlp(8, "gelu"), digits_data, sgd, 2 if quick else 40, 32, {}),
+        "mlp_silu_sgd": Case(mlp(8, "silu"), digits_data, sgd, 2 if quick else 40, 32, {}),
+        "mlp_gelu_adam": Case(mlp(4, "gelu"), digits_data, lambda: keras.optimizers.Adam(1e-3),
+                              2 if quick else 10, 32, {}),
+        "gpt2_pointer_sgd": Case(gpt2_pointer, pointer_data, momentum_sgd(0.1), 1 if quick else 12, 64, {}),
+        "lstm_memory_sgd": Case(lstm, memory_data, momentum_sgd(0.1), 1 if quick else 8, 64,
+                                {"include_recurrent": True}),
+        "efficientnet_sgd": Case(efficientnet, efficientnet_data, momentum_sgd(0.01), 1 if quick else 3, 64,
+                                 {}, refresh_batch_norm),
     }
 
 
@@ -154,7 +175,7 @@ def _finite_or_none(value):
 
 
 def train_one(case, seed, rule_options):
-    build, data, optimizer, epochs, batch_size, extra = case
+    build, data, optimizer, epochs, batch_size, extra, after_fit = case
     x, y, x_test, y_test = data
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
@@ -170,6 +191,8 @@ def train_one(case, seed, rule_options):
     diverged = None in losses or len(losses) < epochs
     accuracy = 0.0
     if not diverged:
+        if after_fit is not None:
+            after_fit(model, x)
         accuracy = float(model.evaluate(x_test, y_test, batch_size=256, verbose=0)[1])
     return {"seed": seed, "final_loss": losses[-1], "diverged": diverged, "test_accuracy": accuracy}
 
@@ -197,8 +220,7 @@ def main(argv=None):
     start = time.perf_counter()
     runs = []
     for name in names:
-        build, data, *rest = cases[name]
-        case = (build, data(), *rest)
+        case = cases[name]._replace(data=cases[name].data())
         for label, options in RULES:
             records = [train_one(case, seed, options) for seed in range(seeds)]
             accuracies = [r["test_accuracy"] for r in records]
@@ -218,16 +240,15 @@ def main(argv=None):
         "cases": names, "seeds": seeds, "rules": [label for label, _ in RULES],
         "runs": runs, "wall_seconds": time.perf_counter() - start,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "table.md").write_text(table + "\n")
+    write_results(args.out, result, table)
     print(table)
     return result
 
 
-def markdown_table(runs, names):
-    """One row per case, one column per rule: median test accuracy (diverged seeds)."""
-    labels = [label for label, _ in RULES]
+def markdown_table(runs, names, labels=None, note=None):
+    """One row per case, one column per rule (default `RULES`' labels):
+    median test accuracy (diverged seeds), then `note(run)` if given."""
+    labels = labels or [label for label, _ in RULES]
     lines = ["| case | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
     for name in names:
         cells = []
@@ -236,7 +257,7 @@ def markdown_table(runs, names):
             cell = f"{run['test_accuracy_median']:.3f}"
             if run["diverged_seeds"]:
                 cell += f" ({len(run['diverged_seeds'])} NaN)"
-            cells.append(cell)
+            cells.append(cell + (note(run) if note else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

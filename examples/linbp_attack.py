@@ -31,7 +31,6 @@ The digits data (1797 images) ships with scikit-learn: no download.
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -40,7 +39,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _command import repo_command  # noqa: E402  (the command line results.json records)
+from _command import repo_command, write_results  # noqa: E402  (what a results directory records)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -359,9 +358,7 @@ def main(argv=None):
     results["verdict"] = verdict
     results["markdown_table"] = table
     results["seconds"] = round(time.perf_counter() - started, 1)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_results(args.out, results)
     plot(results, os.path.join(args.out, "transfer_vs_depth.png"))
     print()
     print(table)

@@ -89,7 +89,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _command import repo_command  # noqa: E402  (the command line results.json records)
+from _command import repo_command, write_results  # noqa: E402  (what a results directory records)
 
 import numpy as np  # noqa: E402
 import keras  # noqa: E402
@@ -421,8 +421,7 @@ def replot(out):
     for arch in archs:
         plot_heatmap(os.path.join(out, f"heatmap_{arch}.png"), results["runs"], arch)
         print(f"\n{arch}\n\n{results['tables'][arch]}")
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2)
+    write_results(out, results)
     return 0
 
 
@@ -551,8 +550,7 @@ def main(argv=None):
         os.makedirs(args.out, exist_ok=True)
         for arch in archs:
             plot_heatmap(os.path.join(args.out, f"heatmap_{arch}.png"), runs, arch)
-        with open(results_path, "w") as f:
-            json.dump(results, f, indent=2)
+        write_results(args.out, results)
         print(f"wrote {results_path} and heatmap_<arch>.png")
     return 0
 

@@ -52,7 +52,6 @@ Usage:
 """
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -61,7 +60,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _command import repo_command  # noqa: E402  (the command line results.json records)
+from _command import repo_command, write_results  # noqa: E402  (what a results directory records)
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -472,8 +471,7 @@ def main_sweep(args, argv):
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         plot_sweep(os.path.join(args.out, "sweep_heatmap.png"), cells, args)
-        with open(os.path.join(args.out, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
+        write_results(args.out, results)
         print(f"wrote {args.out}/results.json and {args.out}/sweep_heatmap.png")
     return results
 
@@ -574,8 +572,7 @@ def main(argv=None):
         os.makedirs(args.out, exist_ok=True)
         plot(os.path.join(args.out, "fig1.png"), x, y, params_by_rule,
              activations_by_rule, mse_by_rule)
-        with open(os.path.join(args.out, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
+        write_results(args.out, results)
         print(f"wrote {args.out}/results.json and {args.out}/fig1.png")
     return results
 

@@ -14,7 +14,6 @@ The digits data (1797 8x8 images) ships with scikit-learn: no download.
 """
 
 import argparse
-import json
 import os
 import pathlib
 import statistics
@@ -22,6 +21,9 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _command import repo_command, write_results  # noqa: E402  (what a results directory records)
 
 import keras  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
@@ -126,6 +128,7 @@ def main(argv=None):
         "linear": train(linear_model, data, args.epochs, args.seed),
     }
     results = {
+        "command": repo_command(__file__, argv),
         "dataset": "digits",
         "model": {"hidden_units": list(HIDDEN_UNITS), "hidden_activation": "tanh"},
         "optimizer": {"name": "SGD", "learning_rate": LEARNING_RATE, "momentum": MOMENTUM},
@@ -138,8 +141,7 @@ def main(argv=None):
     }
     print(format_table(rules))
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_results(args.out, results)
         print(f"wrote {args.out / 'results.json'}")
     return results
 

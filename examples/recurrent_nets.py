@@ -23,7 +23,6 @@ Optimizers: SGD(0.1, momentum 0.9) and Adam(3e-3). Writes
 """
 
 import argparse
-import json
 import math
 import os
 import pathlib
@@ -33,7 +32,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _command import repo_command  # noqa: E402  (the command line results.json records)
+from _command import repo_command, write_results  # noqa: E402  (what a results directory records)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -147,9 +146,7 @@ def main(argv=None):
         "optimizers": {"SGD": "SGD(0.1, momentum=0.9)", "Adam": "Adam(3e-3)"},
         "runs": runs, "wall_seconds": time.perf_counter() - start,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "table.md").write_text(table + "\n")
+    write_results(args.out, result, table)
     print(table)
     return result
 

@@ -3,8 +3,10 @@
 Forward unchanged; backward `g * levels[code]`, `code` = the number of
 `bounds` at or below the forward input (Novikov et al., "Few-Bit Backward",
 ICML 2023). The residual is the codes bit-packed into uint8, written in
-`keras.ops` bitwise ops; one per-backend helper gathers the levels of each
-packed byte. Re-exported by `keras_linbp._backend` beside `LinearRule` and
+`keras.ops` bitwise ops. TensorFlow and PyTorch gather the levels of each
+packed byte from a 256-row table; JAX packs with a reduction and unpacks
+with comparisons, the forms XLA does not fuse across the forward/backward
+boundary (see `_pack_codes`). Re-exported by `keras_linbp._backend` beside `LinearRule` and
 `StraightThroughRule`; a file of its own only to keep each module short.
 
 Example:
@@ -70,8 +72,12 @@ class FewBitRule:
     def input_gradient(self, upstream, residual):
         if residual is None:
             return upstream * self.levels[0]
-        table = keras.ops.convert_to_tensor(self._byte_table(), dtype=upstream.dtype)
-        factors = keras.ops.reshape(_gather_rows(table, residual), (-1,))
+        if keras.backend.backend() == "jax":
+            factors = _unpack_levels(residual, self.slot, self.levels, upstream.dtype)
+        else:
+            table = keras.ops.convert_to_tensor(self._byte_table(), dtype=upstream.dtype)
+            factors = _gather_rows(table, residual)
+        factors = keras.ops.reshape(factors, (-1,))
         size = keras.ops.size(upstream)
         if not isinstance(size, int) or size % (8 // self.slot):
             factors = factors[:size]  # the padding codes of the last byte
@@ -113,10 +119,33 @@ def _pack_codes(flat, slot):
         pad = (-size) % per_byte
         flat = keras.ops.concatenate([flat, keras.ops.zeros((pad,), dtype="uint8")])
     rows = keras.ops.reshape(flat, (-1, per_byte))
+    if keras.backend.backend() == "jax":
+        # A reduction: XLA fuses a chain of elementwise ops into their
+        # consumer, and the consumer of the codes is the backward pass, so
+        # it kept the full-size fp32 input alive and packed it there (on
+        # keras-hub Gemma the step took as much memory as exact backprop).
+        # XLA does not fuse a reduce into its consumer: the packed bytes
+        # are made in the forward pass and the input is freed.
+        weights = keras.ops.convert_to_tensor([1 << (slot * j) for j in range(per_byte)], "uint8")
+        return keras.ops.cast(keras.ops.sum(rows * weights[None, :], axis=1), "uint8")
     packed = rows[:, 0]
     for j in range(1, per_byte):
         packed = keras.ops.bitwise_or(packed, keras.ops.left_shift(rows[:, j], slot * j))
     return packed
+
+
+def _unpack_levels(packed, slot, levels, dtype):
+    """`(len(packed), 8 // slot)` factors `levels[code]` of packed codes, by
+    comparisons (JAX): elementwise ops XLA fuses into the multiply by the
+    upstream gradient, where a gather left a full-size factor tensor."""
+    per_byte = 8 // slot
+    shifts = keras.ops.convert_to_tensor([slot * j for j in range(per_byte)], "uint8")
+    codes = keras.ops.bitwise_and(keras.ops.right_shift(packed[:, None], shifts[None, :]), (1 << slot) - 1)
+    factors = keras.ops.full(keras.ops.shape(codes), levels[0], dtype=dtype)
+    for code in range(1, len(levels)):
+        level = keras.ops.convert_to_tensor(levels[code], dtype)
+        factors = keras.ops.where(keras.ops.equal(codes, code), level, factors)
+    return factors
 
 
 def _gather_rows(table, indices):

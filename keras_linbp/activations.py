@@ -212,8 +212,9 @@ def get_spec(name):
 def find_spec(fn):
     """Returns the `ActivationSpec` whose forward function is `fn`, or None.
 
-    Recognises Keras's own activation functions (`keras.activations.tanh`),
-    the table's `sign` and the `linbp_*` functions.
+    Recognises Keras's own activation functions (`keras.activations.tanh`)
+    and ops of the same names (`keras.ops.silu`), the table's `sign` and the
+    `linbp_*` functions.
 
     Example:
 
@@ -226,6 +227,12 @@ def find_spec(fn):
     """
     for spec in ACTIVATIONS.values():
         if fn is spec.forward:
+            return spec
+        # keras-hub's Llama stores `keras.ops.silu` as its activation: the
+        # op of the same name computes the same function (gelu's op only
+        # defaults to the tanh approximation, read from each call). Not
+        # `sign`: the table's sign is its own function, not numpy's.
+        if spec.name != "sign" and fn is getattr(keras.ops, spec.name, None):
             return spec
     name = getattr(fn, "_linbp_activation", None)
     return ACTIVATIONS.get(name) if name else None

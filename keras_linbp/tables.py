@@ -9,8 +9,9 @@ upstream gradient by `levels[code]`, where `code` is the number of
 piecewise-constant `q` with `2^bits` pieces, found by exact dynamic
 programming over a fine grid (1600 cells of width 0.01 on [-8, 8], the two
 outer cells reaching to infinity). `f'` is a numpy formula per activation
-(the tests check each against the Keras backends' autodiff). Each table is
-computed once per process (well under a second) and cached.
+(`_derivatives.py`; the tests check each against the Keras backends'
+autodiff). Each table is computed once per process (well under a second)
+and cached. `fitted_table` fits a table to observed inputs instead.
 
 Smooth activations (gelu, silu, tanh, sigmoid, softplus, elu, selu,
 softsign, hard_silu, and gelu's tanh approximation) get an approximation
@@ -40,15 +41,17 @@ Example:
 
 import functools
 import inspect
-import math
 
 import keras
 import numpy as np
+
+from keras_linbp._derivatives import DERIVATIVES, normal_cdf
 
 __all__ = [
     "GRID",
     "MAX_BITS",
     "bytes_per_element",
+    "fitted_table",
     "few_bit_mse",
     "few_bit_table",
     "optimal_piecewise_constant",
@@ -65,63 +68,6 @@ MAX_BITS = 4
 # step-wise activations (0, +-1, +-3, 6) is an edge.
 GRID = np.round(np.linspace(-8.0, 8.0, 1601), 10)
 
-_SELU_ALPHA = 1.6732632423543772
-_SELU_SCALE = 1.0507009873554805
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-
-
-def _sigmoid(x):
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def _normal_cdf(x):
-    return 0.5 * np.vectorize(math.erfc)(-np.asarray(x, np.float64) / math.sqrt(2.0))
-
-
-def _gelu_derivative(x, approximate=False):
-    if not approximate:
-        pdf = np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
-        return _normal_cdf(x) + x * pdf
-    inner = _SQRT_2_OVER_PI * (x + 0.044715 * x**3)
-    t = np.tanh(inner)
-    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * x * x)
-
-
-def _silu_derivative(x):
-    s = _sigmoid(x)
-    return s * (1.0 + x * (1.0 - s))
-
-
-def _step(x, *pieces):
-    """`pieces`: (upper edge, value) pairs, ascending; the last value holds
-    above the last edge. Open-closed as the rule's codes: `x >= edge` is above."""
-    out = np.full_like(x, pieces[-1], dtype=np.float64)
-    for edge, value in reversed(list(zip(pieces[0:-1:2], pieces[1:-1:2]))):
-        out = np.where(x < edge, value, out)
-    return out
-
-
-# name -> (f'(x, **params), {param: default}); names as keras_linbp.activations'.
-_DERIVATIVES = {
-    "sigmoid": (lambda x: _sigmoid(x) * (1.0 - _sigmoid(x)), {}),
-    "tanh": (lambda x: 1.0 - np.tanh(x) ** 2, {}),
-    "softsign": (lambda x: 1.0 / (1.0 + np.abs(x)) ** 2, {}),
-    "softplus": (_sigmoid, {}),
-    "gelu": (_gelu_derivative, {"approximate": False}),
-    "silu": (_silu_derivative, {}),
-    "elu": (lambda x, alpha=1.0: np.where(x > 0, 1.0, alpha * np.exp(np.minimum(x, 0.0))), {"alpha": 1.0}),
-    "selu": (lambda x: _SELU_SCALE * np.where(x > 0, 1.0, _SELU_ALPHA * np.exp(np.minimum(x, 0.0))), {}),
-    "hard_silu": (lambda x: np.where(x < -3.0, 0.0, np.where(x >= 3.0, 1.0, (2.0 * x + 3.0) / 6.0)), {}),
-    # Step-wise: exact with few bits.
-    "relu": (lambda x: _step(x, 0.0, 0.0, 1.0), {}),
-    "leaky_relu": (lambda x, negative_slope=0.2: _step(x, 0.0, negative_slope, 1.0), {"negative_slope": 0.2}),
-    "relu6": (lambda x: _step(x, 0.0, 0.0, 6.0, 1.0, 0.0), {}),
-    "hard_sigmoid": (lambda x: _step(x, -3.0, 0.0, 3.0, 1.0 / 6.0, 0.0), {}),
-    "hard_tanh": (lambda x: _step(x, -1.0, 0.0, 1.0, 1.0, 0.0), {}),
-    "sign": (lambda x: np.zeros_like(x), {}),
-    "linear": (lambda x: np.ones_like(x), {}),
-}
-
 # The fewest bits that give a step-wise activation's exact derivative.
 EXACT_BITS = {"relu": 1, "leaky_relu": 1, "relu6": 2, "hard_sigmoid": 2, "hard_tanh": 2, "sign": 0, "linear": 0}
 
@@ -133,7 +79,7 @@ def table_names():
     >>> "gelu" in tables.table_names() and "softmax" not in tables.table_names()
     True
     """
-    return sorted(_DERIVATIVES)
+    return sorted(DERIVATIVES)
 
 
 def _is_table_sign(fn):
@@ -150,7 +96,7 @@ def table_name(activation):
             names it and lists the tables.
     """
     if isinstance(activation, str):
-        if activation in _DERIVATIVES:
+        if activation in DERIVATIVES:
             return activation
         try:
             activation = keras.activations.get(activation)
@@ -158,11 +104,11 @@ def table_name(activation):
             pass
     if callable(activation):
         linbp_name = getattr(activation, "_linbp_activation", None)
-        if linbp_name in _DERIVATIVES:
+        if linbp_name in DERIVATIVES:
             return linbp_name
         if _is_table_sign(activation):
             return "sign"
-        for name in _DERIVATIVES:
+        for name in DERIVATIVES:
             try:
                 if activation is keras.activations.get(name):
                     return name
@@ -184,7 +130,7 @@ def table_params(name, forward, args=(), kwargs=None):
     Returns:
         A tuple of `(param, value)` pairs, sorted (hashable).
     """
-    defaults = _DERIVATIVES[name][1]
+    defaults = DERIVATIVES[name][1]
     if not defaults:
         return ()
     values = dict(defaults)
@@ -264,14 +210,14 @@ def optimal_piecewise_constant(values, weights, segments):
 
 @functools.lru_cache(maxsize=None)
 def _table(name, params, bits):
-    derivative, _ = _DERIVATIVES[name]
+    derivative, _ = DERIVATIVES[name]
     mids = 0.5 * (GRID[:-1] + GRID[1:])
     values = derivative(mids, **dict(params))
     # N(0, 1) mass of each cell, the outer cells reaching to infinity; the
     # right half through the upper tail so tiny masses keep their digits.
     lower = np.concatenate([[-np.inf], GRID[1:-1]])
     upper = np.concatenate([GRID[1:-1], [np.inf]])
-    mass = np.where(mids < 0, _normal_cdf(upper) - _normal_cdf(lower), _normal_cdf(-lower) - _normal_cdf(-upper))
+    mass = np.where(mids < 0, normal_cdf(upper) - normal_cdf(lower), normal_cdf(-lower) - normal_cdf(-upper))
     starts, levels, cost = optimal_piecewise_constant(values, mass, 2**bits)
     return GRID[starts], levels, cost
 
@@ -284,10 +230,10 @@ def _check_bits(bits):
     return int(bits)
 
 
-def _lookup(activation, bits, params):
-    bits = _check_bits(bits)
+def _resolve(activation, params):
+    """(table name, sorted `(param, value)` pairs with the defaults filled in)."""
     name = table_name(activation)
-    defaults = _DERIVATIVES[name][1]
+    defaults = DERIVATIVES[name][1]
     unknown = sorted(set(params) - set(defaults))
     if unknown:
         raise ValueError(
@@ -295,8 +241,12 @@ def _lookup(activation, bits, params):
             f"it takes {', '.join(defaults) or 'none'}."
         )
     values = dict(defaults, **params)
-    key = tuple(sorted((param, _plain(value)) for param, value in values.items()))
-    return _table(name, key, bits)
+    return name, tuple(sorted((param, _plain(value)) for param, value in values.items()))
+
+
+def _lookup(activation, bits, params):
+    bits = _check_bits(bits)
+    return _table(*_resolve(activation, params), bits)
 
 
 def few_bit_table(activation, bits, **params):
@@ -322,6 +272,51 @@ def few_bit_table(activation, bits, **params):
     """
     bounds, levels, _ = _lookup(activation, bits, params)
     return bounds.copy(), levels.copy()
+
+
+def fitted_table(activation, bits, samples, **params):
+    """The few-bit table fit to observed inputs instead of N(0, 1).
+
+    The same dynamic programme as `few_bit_table` on the same grid, with
+    each cell weighted by the share of `samples` in it (the outer cells
+    reach to infinity): the `(bounds, levels)` that minimise
+    `mean((f'(s) - q(s))^2)` over the samples, up to the grid's 0.01. A
+    site's pre-activations give the table of that site (what
+    `slope="auto"` does for one slope); `examples/few_bit_calibration.py`
+    measures whether that trains better.
+
+    Args:
+        activation, bits, **params: as `few_bit_table`.
+        samples: array-like of observed inputs (any shape; non-finite
+            values are ignored).
+
+    Returns:
+        `(bounds, levels)` as `few_bit_table`'s. A piece no sample falls in
+        gets the mean of `f'` over its cells.
+
+    Raises:
+        ValueError: as `few_bit_table`, or when `samples` holds no finite
+            value.
+
+    >>> import numpy as np
+    >>> from keras_linbp import tables
+    >>> samples = np.random.default_rng(0).normal(2.0, 0.5, size=10_000)
+    >>> bounds, levels = tables.fitted_table("gelu", 1, samples)
+    >>> bool(1.0 < bounds[0] < 3.0)  # where these inputs are, not at 0
+    True
+    """
+    bits = _check_bits(bits)
+    name, key = _resolve(activation, params)
+    samples = np.asarray(samples, np.float64).ravel()
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        raise ValueError("`samples` must hold at least one finite value to fit a few-bit table to.")
+    mids = 0.5 * (GRID[:-1] + GRID[1:])
+    values = DERIVATIVES[name][0](mids, **dict(key))
+    cells = np.clip(np.searchsorted(GRID, samples, side="right") - 1, 0, len(mids) - 1)
+    share = np.bincount(cells, minlength=len(mids)) / samples.size
+    starts, levels, _ = optimal_piecewise_constant(values, share, 2**bits)
+    return GRID[starts].copy(), levels
 
 
 def few_bit_mse(activation, bits, **params):
@@ -367,7 +362,7 @@ def site_table(site):
     name = site.activation_name
     if name == "gelu_approximate":
         return "gelu", {"approximate": True}, ""
-    if name not in _DERIVATIVES or site.saturation == "unknown":
+    if name not in DERIVATIVES or site.saturation == "unknown":
         return None, None, f"no few-bit table for {name}"
     if site.kind != "layer call":
         return name, None, ""

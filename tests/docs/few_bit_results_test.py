@@ -40,3 +40,11 @@ def test_memory_table_and_command_are_on_the_results_page(path):
 
 def test_there_are_committed_results():
     assert len(ACCURACY_RUNS) >= 3
+
+
+def test_calibration_study_table_and_command_are_on_the_results_page():
+    directory = REPO / "results" / "few_bit_calibration"
+    results = json.loads((directory / "results.json").read_text())
+    assert f"{results['command']}\n" in RESULTS_PAGE
+    for line in (directory / "table.md").read_text(encoding="utf-8").splitlines():
+        assert line in RESULTS_PAGE, line

@@ -197,6 +197,51 @@ def test_tensorflow_backward_closure_holds_only_the_packed_codes():
     assert [(t.dtype, tuple(t.shape)) for t in kept] == [(tf.uint8, (-(-33 * 7 * 2 // 8),))]
 
 
+class GatedGelu(keras.layers.Layer):
+    """Gemma's feed-forward: `gelu(gate(x)) * up(x)`, the GELU an op in `call()`."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.gate = keras.layers.Dense(512)
+        self.up = keras.layers.Dense(512)
+
+    def call(self, x):
+        return keras.activations.gelu(self.gate(x), approximate=True) * self.up(x)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="XLA's buffer assignment of a jitted JAX step")
+def test_jax_compiled_step_keeps_packed_codes_not_the_input():
+    import jax
+    import jax.numpy as jnp
+
+    # XLA fused the packing of the codes into the backward pass (their only
+    # consumer) and so kept the fp32 input alive: keras-hub Gemma's step
+    # took exact backprop's memory. With 4 blocks of 256 x 512 elements, an
+    # fp32 input kept per block is 0.5 MiB (2 MiB in all; before the fix
+    # few-bit took linear + 2.0 MiB); 2-bit codes are 0.03 MiB a block.
+    inputs = keras.Input((64,))
+    hidden = inputs
+    for _ in range(4):
+        hidden = keras.layers.Dense(64)(GatedGelu()(hidden))
+    model = keras.Model(inputs, hidden)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(256, 64)).astype("float32"))
+
+    def temp_mib(**options):
+        def loss(trainable):
+            with keras_linbp.linearize(model, inputs=x, **options):
+                out, _ = model.stateless_call(trainable, [], x)
+            return jnp.mean(out * out)
+
+        trainable = [v.value for v in model.trainable_variables]
+        compiled = jax.jit(jax.grad(loss)).lower(trainable).compile()
+        return compiled.memory_analysis().temp_size_in_bytes / 2**20
+
+    exact, linear = temp_mib(sites=[]), temp_mib()
+    few_bit = temp_mib(backprop="few_bit", bits=2)
+    assert exact - linear > 3.0, (exact, linear)  # the inputs the rule frees
+    assert few_bit - linear < 1.0, (exact, linear, few_bit)
+
+
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.function shapes and XLA")
 @pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize("bits", [1, 3])
@@ -335,6 +380,39 @@ def test_linearize_applies_the_few_bit_rule_to_the_input_gradient():
     got, _ = input_gradient(few_bit_loss, x)
     expected, _ = input_gradient(lambda t: loss(y, reference(t)) * keras.ops.ones_like(t), x)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+
+
+class StoredOpActivation(keras.layers.Layer):
+    """keras-hub Llama's way: a `keras.ops` function stored and called in `call()`."""
+
+    def __init__(self, op, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = op
+
+    def call(self, x):
+        return self.activation(x)
+
+
+@pytest.mark.parametrize("op,table", [("silu", ("silu", {})), ("gelu", ("gelu", {"approximate": True}))])
+def test_a_stored_keras_op_gets_its_table(op, table):
+    # keras-hub Llama stores keras.ops.silu: it kept exact backprop under
+    # backprop="few_bit" ("no few-bit table for silu"), so its step kept
+    # exact backprop's memory. keras.ops.gelu defaults to the tanh form.
+    inputs = keras.Input((7,))
+    hidden = StoredOpActivation(getattr(keras.ops, op), name="act")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(7, kernel_initializer="identity", name="head")(hidden))
+    wrapped = LinearBackpropModel.from_model(model, backprop="few_bit", bits=2)
+    (row,) = keras_linbp.summary.site_rows(wrapped)
+    assert row.rule == "few_bit", row
+    bounds, levels = tables.few_bit_table(table[0], 2, **table[1])
+    a = A[:35].reshape(5, 7)
+
+    def few_bit_sum(t):
+        with keras_linbp.linearize(model, backprop="few_bit", bits=2):
+            return model(t)
+
+    got, _ = input_gradient(few_bit_sum, a)
+    np.testing.assert_allclose(got, lookup(a, bounds, levels), rtol=1e-6)
 
 
 def test_a_bits_dict_naming_no_site_raises_when_the_model_is_made():

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.all_backends
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "keras_linbp"
 
 LEVELS = [
-    {"_compat", "_versions", "_validation", "_backend", "_few_bit", "_probe_data"},
+    {"_compat", "_versions", "_validation", "_backend", "_few_bit", "_probe_data", "_derivatives"},
     {"options", "ops", "tables"},
     {"activations"},
     {"layers", "binary"},

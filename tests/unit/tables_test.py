@@ -16,6 +16,7 @@ import pytest
 import keras
 
 from keras_linbp import _backend
+from keras_linbp import _derivatives
 from keras_linbp import activations
 from keras_linbp import tables
 
@@ -30,7 +31,7 @@ DENSITY = np.exp(-0.5 * X * X) / math.sqrt(2 * math.pi) * (X[1] - X[0])
 
 
 def derivative(name, x, **params):
-    return tables._DERIVATIVES[name][0](x, **params)
+    return _derivatives.DERIVATIVES[name][0](x, **params)
 
 
 def quadrature_mse(name, bounds, levels, **params):
@@ -172,3 +173,57 @@ def test_unknown_parameter_raises():
 
 def test_bytes_kept_per_element():
     assert [tables.bytes_per_element(bits) for bits in range(5)] == [0.0, 0.125, 0.25, 0.5, 0.5]
+
+
+# --- fitted_table: the table of observed inputs -----------------------------------
+
+
+def empirical_mse(name, samples, bounds, levels):
+    derivative = _derivatives.DERIVATIVES[name][0](samples)
+    return float(np.mean((derivative - np.asarray(levels)[np.searchsorted(bounds, samples, side="right")]) ** 2))
+
+
+@pytest.mark.parametrize("name,loc,scale", [("gelu", 1.5, 0.7), ("silu", -1.0, 2.0), ("tanh", 0.3, 0.4)])
+def test_fitted_one_bit_table_is_the_best_cut_of_the_samples(name, loc, scale):
+    # Independent reference: every grid edge as the one bound, each side's
+    # level the mean of f' over its samples (exact, not on grid cells).
+    samples = np.random.default_rng(1).normal(loc, scale, size=4000)
+    bounds, levels = tables.fitted_table(name, 1, samples)
+    derivative = _derivatives.DERIVATIVES[name][0](samples)
+    best = np.inf
+    for edge in tables.GRID[1:-1]:
+        below = samples < edge
+        if below.all() or not below.any():
+            continue
+        error = np.where(below, derivative - derivative[below].mean(), derivative - derivative[~below].mean())
+        best = min(best, float(np.mean(error**2)))
+    # The fit weighs each 0.01-wide cell by f' at its middle: within that of the best cut.
+    assert empirical_mse(name, samples, bounds, levels) <= best * 1.02 + 1e-6
+    assert samples.min() < bounds[0] < samples.max()
+
+
+def test_fitted_table_of_standard_normal_samples_is_the_published_table():
+    samples = np.random.default_rng(0).normal(size=400_000)
+    for bits in (1, 2, 3):
+        bounds, levels = tables.fitted_table("gelu", bits, samples)
+        reference_bounds, reference_levels = tables.few_bit_table("gelu", bits)
+        np.testing.assert_allclose(bounds, reference_bounds, atol=0.06)
+        np.testing.assert_allclose(levels, reference_levels, atol=0.02)
+
+
+def test_fitted_table_beats_the_standard_table_on_its_own_samples():
+    samples = np.random.default_rng(2).normal(2.0, 0.3, size=5000)
+    fitted = tables.fitted_table("gelu", 2, samples)
+    standard = tables.few_bit_table("gelu", 2)
+    assert empirical_mse("gelu", samples, *fitted) < 0.5 * empirical_mse("gelu", samples, *standard)
+
+
+def test_fitted_table_checks_its_arguments():
+    with pytest.raises(ValueError, match="finite value"):
+        tables.fitted_table("gelu", 2, [np.nan, np.inf])
+    with pytest.raises(ValueError, match="No few-bit table for activation 'softmax'"):
+        tables.fitted_table("softmax", 2, [0.0])
+    with pytest.raises(ValueError, match="takes no parameter alpha"):
+        tables.fitted_table("gelu", 2, [0.0], alpha=1.0)
+    bounds, levels = tables.fitted_table("leaky_relu", 1, [-1.0, 2.0], negative_slope=0.1)
+    assert levels[0] == pytest.approx(0.1) and levels[1] == pytest.approx(1.0)
