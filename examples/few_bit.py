@@ -57,6 +57,9 @@ import numpy as np  # noqa: E402
 
 import keras_linbp  # noqa: E402
 
+import deep_nets  # noqa: E402  (efficientnet_sgd: its model, data and BN-statistics refresh)
+import recurrent_nets  # noqa: E402  (lstm_memory_sgd: its task)
+
 # (label, LinearBackpropModel.from_model keyword arguments; None: the plain model)
 RULES = (
     ("exact", None),
@@ -135,25 +138,11 @@ def _cases(quick):
         return x, y, xt, yt
 
     def memory_data():
-        import recurrent_nets  # the LSTM task of examples/recurrent_nets.py
-
         return recurrent_nets.make_data(*((192, 64) if small else (1536, 512)))
 
-    def efficientnet_data():
-        import deep_nets  # the data of examples/deep_nets.py: digits as 32x32x3 images
-
+    def efficientnet_data():  # digits as 32x32x3 images
         x, x_test, y, y_test = deep_nets.load_data(*((128, 128) if small else (deep_nets.TRAIN_SIZE, None)))
         return x, y, x_test, y_test
-
-    def efficientnet():
-        import deep_nets
-
-        return deep_nets.MODELS["EfficientNetB0"]()
-
-    def refresh_batch_norm(model, x):
-        import deep_nets  # its test protocol: BN statistics of a training-mode pass
-
-        deep_nets.refresh_batch_norm_statistics(model, x)
 
     sgd = lambda: keras.optimizers.SGD(0.05)  # noqa: E731
     momentum_sgd = lambda rate: lambda: keras.optimizers.SGD(rate, momentum=0.9)  # noqa: E731
@@ -165,8 +154,8 @@ def _cases(quick):
         "gpt2_pointer_sgd": Case(gpt2_pointer, pointer_data, momentum_sgd(0.1), 1 if quick else 12, 64, {}),
         "lstm_memory_sgd": Case(lstm, memory_data, momentum_sgd(0.1), 1 if quick else 8, 64,
                                 {"include_recurrent": True}),
-        "efficientnet_sgd": Case(efficientnet, efficientnet_data, momentum_sgd(0.01), 1 if quick else 3, 64,
-                                 {}, refresh_batch_norm),
+        "efficientnet_sgd": Case(deep_nets.MODELS["EfficientNetB0"], efficientnet_data, momentum_sgd(0.01),
+                                 1 if quick else 3, 64, {}, deep_nets.refresh_batch_norm_statistics),
     }
 
 

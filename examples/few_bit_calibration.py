@@ -123,11 +123,13 @@ def main(argv=None):
                                         for b in BITS for f in (False, True)]
     start, runs = time.perf_counter(), []
     for case, activation in cases.items():
+        observed_by_seed = {}  # each seed's pre-activations at initialisation, read once
+        for seed in range(seeds):
+            keras.utils.set_random_seed(seed)
+            observed_by_seed[seed] = pre_activations(build(activation, [None] * DEPTH), data[0])
         for label, bits, fitted in rules:
             records, errors = [], []
-            for seed in range(seeds):
-                keras.utils.set_random_seed(seed)
-                observed = pre_activations(build(activation, [None] * DEPTH), data[0])
+            for seed, observed in observed_by_seed.items():
                 layer_tables = rule_tables(activation, bits, fitted, observed)
                 if bits is not None:
                     errors.append(float(np.mean([table_mse(activation, a, t) for a, t in zip(observed, layer_tables)])))

@@ -208,16 +208,21 @@ def optimal_piecewise_constant(values, weights, segments):
     return np.array(starts, np.int64), np.array(levels), float(cost[n])
 
 
+_MIDS = 0.5 * (GRID[:-1] + GRID[1:])  # the DP's cells, each valued at its middle
+
+
+def _derivative_on_grid(name, params):
+    return DERIVATIVES[name][0](_MIDS, **dict(params))
+
+
 @functools.lru_cache(maxsize=None)
 def _table(name, params, bits):
-    derivative, _ = DERIVATIVES[name]
-    mids = 0.5 * (GRID[:-1] + GRID[1:])
-    values = derivative(mids, **dict(params))
+    values = _derivative_on_grid(name, params)
     # N(0, 1) mass of each cell, the outer cells reaching to infinity; the
     # right half through the upper tail so tiny masses keep their digits.
     lower = np.concatenate([[-np.inf], GRID[1:-1]])
     upper = np.concatenate([GRID[1:-1], [np.inf]])
-    mass = np.where(mids < 0, normal_cdf(upper) - normal_cdf(lower), normal_cdf(-lower) - normal_cdf(-upper))
+    mass = np.where(_MIDS < 0, normal_cdf(upper) - normal_cdf(lower), normal_cdf(-lower) - normal_cdf(-upper))
     starts, levels, cost = optimal_piecewise_constant(values, mass, 2**bits)
     return GRID[starts], levels, cost
 
@@ -311,11 +316,9 @@ def fitted_table(activation, bits, samples, **params):
     samples = samples[np.isfinite(samples)]
     if samples.size == 0:
         raise ValueError("`samples` must hold at least one finite value to fit a few-bit table to.")
-    mids = 0.5 * (GRID[:-1] + GRID[1:])
-    values = DERIVATIVES[name][0](mids, **dict(key))
-    cells = np.clip(np.searchsorted(GRID, samples, side="right") - 1, 0, len(mids) - 1)
-    share = np.bincount(cells, minlength=len(mids)) / samples.size
-    starts, levels, _ = optimal_piecewise_constant(values, share, 2**bits)
+    cells = np.clip(np.searchsorted(GRID, samples, side="right") - 1, 0, len(_MIDS) - 1)
+    share = np.bincount(cells, minlength=len(_MIDS)) / samples.size
+    starts, levels, _ = optimal_piecewise_constant(_derivative_on_grid(name, key), share, 2**bits)
     return GRID[starts].copy(), levels
 
 
