@@ -88,8 +88,9 @@ def _is_table_sign(fn):
 
 def table_name(activation):
     """The table name of an activation: a table name, a Keras alias
-    (`"swish"`, `"hard_swish"`), Keras's own function or a `linbp_*`
-    function of the table.
+    (`"swish"`, `"hard_swish"`), Keras's own function, the `keras.ops`
+    function of that name (`keras.ops.silu`) or a `linbp_*` function of
+    the table.
 
     Raises:
         ValueError: for a name or function with no table; the message
@@ -113,12 +114,17 @@ def table_name(activation):
                 if activation is keras.activations.get(name):
                     return name
             except ValueError:
-                continue
+                pass
+            # The op of the same name (`keras.ops.silu`, what keras-hub's
+            # Llama stores), as `activations.find_spec` reads it; not
+            # `sign`: the table's sign is its own function, not numpy's.
+            if name != "sign" and activation is getattr(keras.ops, name, None):
+                return name
     shown = getattr(activation, "__name__", activation)
     raise ValueError(
         f"No few-bit table for activation {shown!r}. Tables exist for: "
         f"{', '.join(table_names())} (a callable must be one of Keras's own "
-        "activation functions of these names)."
+        "activation functions or ops of these names)."
     )
 
 
@@ -291,9 +297,11 @@ def fitted_table(activation, bits, samples, **params):
     measures whether that trains better.
 
     Args:
-        activation, bits, **params: as `few_bit_table`.
+        activation: as `few_bit_table`.
+        bits: as `few_bit_table`.
         samples: array-like of observed inputs (any shape; non-finite
             values are ignored).
+        **params: as `few_bit_table`.
 
     Returns:
         `(bounds, levels)` as `few_bit_table`'s. A piece no sample falls in

@@ -415,6 +415,21 @@ def test_a_stored_keras_op_gets_its_table(op, table):
     np.testing.assert_allclose(got, lookup(a, bounds, levels), rtol=1e-6)
 
 
+@pytest.mark.parametrize("op,table", [("silu", ("silu", {})), ("gelu", ("gelu", {"approximate": True}))])
+def test_few_bit_of_a_keras_op_uses_its_table(op, table):
+    # few_bit(keras.ops.silu) raised "No few-bit table" while a site storing
+    # the same op got its table; gelu's op keeps its own default (tanh form).
+    fn = keras_linbp.few_bit(getattr(keras.ops, op), bits=2)
+    bounds, levels = tables.few_bit_table(table[0], 2, **table[1])
+    np.testing.assert_array_equal(fn.levels, levels)
+    got, _ = input_gradient(fn, A)
+    np.testing.assert_allclose(got, lookup(A, bounds, levels), rtol=1e-6)
+    x = keras.ops.convert_to_tensor(A.astype("float32"))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(fn(x)), keras.ops.convert_to_numpy(getattr(keras.ops, op)(x)), rtol=1e-6
+    )
+
+
 def test_a_bits_dict_naming_no_site_raises_when_the_model_is_made():
     with pytest.raises(ValueError, match="`bits` gives bits for \\['nope'\\]"):
         LinearBackpropModel.from_model(_model(), backprop="few_bit", bits={"nope": 1})
