@@ -261,6 +261,33 @@ def test_tensorflow_graph_with_an_unknown_batch_size(bits, jit_compile):
     np.testing.assert_allclose(grad(a.astype("float32")).numpy(), lookup(a, fn.bounds, fn.levels), rtol=1e-6)
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="what a TensorFlow step traces for XLA")
+def test_tensorflow_xla_step_packs_and_unpacks_in_xla_forms():
+    import tensorflow as tf
+
+    # Under XLA the gather of the 256-row level table left a full-size
+    # factor tensor: keras.applications EfficientNetB0's few-bit step with
+    # jit_compile=True took exact backprop's 373.5 MiB (JAX's forms: 351.4,
+    # as on JAX). A graph without XLA keeps the gather (TensorFlow's
+    # executor would hold each comparison's full-size temporary).
+    fn = keras_linbp.few_bit("gelu", 2)
+
+    def grad(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.reduce_sum(fn(x))
+        return tape.gradient(y, x)
+
+    def op_types(jit_compile):
+        step = tf.function(grad, jit_compile=jit_compile).get_concrete_function(tf.TensorSpec([None, 7]))
+        return {op.type for op in step.graph.get_operations()}
+
+    graph, xla = op_types(False), op_types(True)
+    assert "GatherV2" in graph and "BitwiseOr" in graph, sorted(graph)
+    assert "GatherV2" not in xla and "BitwiseOr" not in xla, sorted(xla)
+    assert {"Sum", "SelectV2"} <= xla, sorted(xla)
+
+
 def test_few_bit_layer_passes_keras_layer_test():
     testing.TestCase().run_layer_test(
         keras_linbp.layers.FewBit,
