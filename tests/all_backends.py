@@ -17,6 +17,22 @@ import sys
 
 BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 HERE = os.path.dirname(os.path.abspath(__file__))
+# TensorFlow's native log lines, which no Python log level reaches: absl's
+# (`I0000 ...`, TF 2.21) and the timestamped ones of TF 2.16
+# (`2026-12-04 00:34:07.320913: E ... Unable to register cuFFT factory`),
+# which it prints after pytest's summary.
+NATIVE_LOG_LINE = re.compile(
+    r"^([IWEF]\d{4} |WARNING: All log messages before absl|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] )"
+)
+
+
+def summary_line(lines):
+    """pytest's final `N passed, ...` line among `lines` (the last one that
+    counts tests), or "" when there is none (a crash)."""
+    for line in reversed(lines):
+        if re.search(r"\d+ (passed|failed|errors?|skipped)\b", line) and " in " in line:
+            return line
+    return ""
 
 
 def main(argv):
@@ -37,13 +53,9 @@ def main(argv):
             stderr=subprocess.STDOUT,
             text=True,
         )
-        lines = [
-            line
-            for line in run.stdout.splitlines()
-            if not re.match(r"^[IWE]\d{4} |^WARNING: All log messages before absl", line)
-        ]
+        lines = [line for line in run.stdout.splitlines() if not NATIVE_LOG_LINE.match(line)]
         print("\n".join(lines), flush=True)
-        summary = lines[-1] if lines else ""
+        summary = summary_line(lines)
         for key in totals:
             found = re.search(rf"(\d+) {key[:-1] if key == 'errors' else key}", summary)
             if found:
