@@ -54,6 +54,7 @@ import keras
 
 from keras_linbp import _validation
 from keras_linbp import ops
+from keras_linbp import tables
 from keras_linbp.ops import linear_backprop
 from keras_linbp.ops import straight_through
 
@@ -228,11 +229,9 @@ def find_spec(fn):
     for spec in ACTIVATIONS.values():
         if fn is spec.forward:
             return spec
-        # keras-hub's Llama stores `keras.ops.silu` as its activation: the
-        # op of the same name computes the same function (gelu's op only
-        # defaults to the tanh approximation, read from each call). Not
-        # `sign`: the table's sign is its own function, not numpy's.
-        if spec.name != "sign" and fn is getattr(keras.ops, spec.name, None):
+        # gelu's op only defaults to the tanh approximation, read from
+        # each call.
+        if tables.is_keras_op(fn, spec.name):
             return spec
     name = getattr(fn, "_linbp_activation", None)
     return ACTIVATIONS.get(name) if name else None

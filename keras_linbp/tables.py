@@ -54,6 +54,7 @@ __all__ = [
     "fitted_table",
     "few_bit_mse",
     "few_bit_table",
+    "is_keras_op",
     "optimal_piecewise_constant",
     "site_table",
     "slot_bits",
@@ -86,6 +87,13 @@ def _is_table_sign(fn):
     return getattr(fn, "__name__", None) == "sign" and getattr(fn, "__module__", "") == "keras_linbp.activations"
 
 
+def is_keras_op(fn, name):
+    """Whether `fn` is the `keras.ops` function `name` (`keras.ops.silu`,
+    what keras-hub's Llama stores), which computes the activation of that
+    name. Not `sign`: the table's sign is its own function, not numpy's."""
+    return name != "sign" and fn is getattr(keras.ops, name, None)
+
+
 def table_name(activation):
     """The table name of an activation: a table name, a Keras alias
     (`"swish"`, `"hard_swish"`), Keras's own function, the `keras.ops`
@@ -115,10 +123,7 @@ def table_name(activation):
                     return name
             except ValueError:
                 pass
-            # The op of the same name (`keras.ops.silu`, what keras-hub's
-            # Llama stores), as `activations.find_spec` reads it; not
-            # `sign`: the table's sign is its own function, not numpy's.
-            if name != "sign" and activation is getattr(keras.ops, name, None):
+            if is_keras_op(activation, name):
                 return name
     shown = getattr(activation, "__name__", activation)
     raise ValueError(
