@@ -26,6 +26,8 @@ import keras
 from keras_linbp import _validation
 from keras_linbp import activations as linbp_activations
 from keras_linbp import ops
+from keras_linbp.rules._function import deserialize_forward
+from keras_linbp.rules._function import serialize_forward
 
 __all__ = [
     "NAMED_LAYERS",
@@ -46,37 +48,10 @@ __all__ = [
 ]
 
 
-def _serialize_activation(activation):
-    """A table name stays a name; any callable becomes a Keras object config.
-
-    A table forward function (`keras.activations.tanh`, the table's `sign`)
-    is stored by its table name. Other callables are stored in Keras's full
-    object form: `keras.activations.serialize` would return a bare name for
-    Keras-only functions such as `mish`, which the table does not know.
-    """
-    if isinstance(activation, str):
-        return activation
-    spec = linbp_activations.find_spec(activation)
-    if spec is not None and activation is spec.forward:
-        return spec.name
-    return keras.saving.serialize_keras_object(activation)
-
-
-def _deserialize_activation(config):
-    if isinstance(config, str):
-        # A table name (or an unknown name: the table's error lists the
-        # valid names).
-        return config
-    activation = keras.activations.deserialize(config)
-    if callable(activation):
-        return activation
-    if isinstance(activation, str) and activation in linbp_activations.valid_names():
-        return activation
-    raise ValueError(
-        f"Could not locate the activation function {config.get('config')!r}. "
-        "Decorate it with `@keras.saving.register_keras_serializable()` and "
-        "import it before loading, or pass it in `custom_objects`."
-    )
+# A table name stays a name; any other callable is a Keras object config
+# (the rule functions' own forms, shared with them).
+_serialize_activation = serialize_forward
+_deserialize_activation = deserialize_forward
 
 
 class _RuleLayer(keras.layers.Layer):
@@ -88,6 +63,11 @@ class _RuleLayer(keras.layers.Layer):
         self._backprop = backprop
         self.supports_masking = True
         self._build_at_init()
+
+    @property
+    def backward_rule(self):
+        """The layer's `keras_linbp.rules.Rule` (sites treat it as fixed)."""
+        return self._backprop.backward_rule
 
     @property
     def activation_fn(self):

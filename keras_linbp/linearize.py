@@ -30,11 +30,9 @@ grad_x = tape.gradient(loss, x)   # LinBP input gradient (Guo et al. 2020)
 import contextlib
 import warnings
 
-from keras_linbp import _backend
-from keras_linbp import ops
 from keras_linbp import options as linbp_options
+from keras_linbp import rules
 from keras_linbp import sites as linbp_sites
-from keras_linbp import tables
 from keras_linbp.options import LinearizeOptions
 
 __all__ = ["linearize", "LinearizeOptions"]
@@ -48,72 +46,6 @@ def _warn_once(model, key, message):
         return
     _warned.add(token)
     warnings.warn(message, stacklevel=4)
-
-
-def _linear_site_rule(original, slope):
-    """`original` with the linear rule `g <- slope * g`.
-
-    `slope` is a number, or a tensor or variable: `slope="auto"` steps read
-    the calibrated slopes from variables, and `GradientFlow`'s traced probe
-    takes them as arguments, so new values need no retrace.
-
-    TensorFlow reads a variable here, in the traced step and before the
-    forward (so outside any RNN while loop, whose gradient cannot capture a
-    variable). JAX and PyTorch read it when the site runs: inside Keras's
-    stateless JAX step the variable's value is the one the step was given
-    (a loop body may close over it), while here, before the step's
-    stateless scope, it would be the stored value baked into the trace.
-    """
-    if isinstance(slope, (int, float)):
-        return ops.linear_backprop(original, slope=slope)
-    unit = ops.linear_backprop(original, slope=1.0)
-    if _backend.backend_name() == "tensorflow":
-        value = _backend.read_variable(slope)
-        return lambda a, *args, **kwargs: unit(_backend.scale_gradient(a, value), *args, **kwargs)
-
-    def rule(a, *args, **kwargs):
-        return unit(_backend.scale_gradient(a, _backend.read_variable(slope)), *args, **kwargs)
-
-    return rule
-
-
-def _calibrated_slopes(model, selected):
-    """`{site path: slope}` of a `slope="auto"` model's calibration: the
-    variables its step reads, where it has them (a `LinearBackpropModel`),
-    else the calibrated numbers."""
-    calibrated = getattr(model, "calibrated_slopes", None)
-    if not selected:
-        return {}  # nothing to calibrate (nor, at fit, calibrated)
-    if calibrated is None:
-        raise ValueError(
-            '`slope="auto"` needs calibrated slopes: a LinearBackpropModel '
-            "calibrates them in `fit` or with `model.calibrate_slopes(x)`; "
-            "for another model compute them with "
-            "`keras_linbp.calibrate_slopes(model, x)` and pass the dict "
-            "as `slope=`."
-        )
-    variables = getattr(model, "_linbp_slope_variables", None) or {}
-    return {
-        site.path: variables.get(site.path, calibrated.get(site.path, 1.0))
-        for site in selected
-    }
-
-
-def _few_bit_sites(selected, options):
-    """`(sites, make)` of `backprop="few_bit"`: the selected sites with a
-    few-bit table (the others stay exact; `linbp_summary` says why) and
-    their rule maker.
-
-    A `bits` dict naming no site is refused by `explain_selection`.
-    """
-    found = {site.path: tables.site_table(site) for site in selected}
-    chosen = [site for site in selected if found[site.path][0] is not None]
-
-    def make(site, original):
-        name, params, _ = found[site.path]
-        return ops._few_bit_function(original, options.bits_at(site.path), name, params)
-
-    return chosen, make
 
 
 @contextlib.contextmanager
@@ -156,31 +88,31 @@ def linearize(model, options=None, *, inputs=None, **overrides):
             no calibrated slopes.
     """
     own = linbp_options.options_of(model)
-    default = own if own.backprop == "few_bit" else own.replace(backprop="linear")
+    # A model's block applies the rule it trains with; an exact model's, linear backprop.
+    default = own if not rules.get(own.backprop).exact else own.replace(backprop="linear")
     options = linbp_options.resolve(options, overrides, default=default)
-    if options.backprop == "exact":
+    rule = rules.get(options.backprop)
+    if rule.exact:
         yield []
         return
     all_sites = linbp_sites.find_activation_sites(model, inputs=inputs)
     rows = linbp_sites.explain_selection(all_sites, options)
     selected = [site for site, chosen, _ in rows if chosen]
-    if not selected:
+    makers, left_exact = rule.site_functions(selected, options, model)
+    converted = [site for site in selected if site.path in makers]
+    if not converted:
+        reason = linbp_sites.no_selection_reason(all_sites, rows)
+        if selected:  # chosen, but the rule applies to none of them
+            reason = "; ".join(sorted(set(left_exact.values())))
         _warn_once(
             model,
-            ("no-sites", repr(options.selection_kwargs())),
-            f"Linear backprop on {model.name!r} applies to no activation site, "
-            f"so gradients are exact: {linbp_sites.no_selection_reason(all_sites, rows)}.",
+            ("no-sites", options.backprop, repr(options.selection_kwargs())),
+            f"The {options.backprop} backward rule on {model.name!r} applies to no activation site, "
+            f"so gradients are exact: {reason}.",
         )
-    if options.backprop == "few_bit":
-        selected, make = _few_bit_sites(selected, options)
-    else:
-        if options.slope == "auto":
-            slopes = _calibrated_slopes(model, selected)
-        else:
-            slopes = {site.path: options.slope_at(site.path) for site in selected}
 
-        def make(site, original):
-            return _linear_site_rule(original, slopes[site.path])
+    def make(site, original):
+        return makers[site.path](original)
 
-    with linbp_sites.swap_sites(selected, make):
-        yield list(selected)
+    with linbp_sites.swap_sites(converted, make):
+        yield list(converted)

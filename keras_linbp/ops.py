@@ -13,17 +13,12 @@ This module is the only home of each rule function. `keras_linbp.linear_backprop
 `keras_linbp.activations.linear_backprop` and `keras_linbp.ops.linear_backprop`
 are one object (likewise `straight_through`).
 
-Both take a table name (`"tanh"`, `"sign"`, an alias such as `"swish"`) or
-any callable. Names are resolved by the activation table, which lives one
-level up in `keras_linbp.activations`; this module must not import it. So
-the table hands its resolver down instead: when `keras_linbp.activations` is
-imported it calls `_use_activation_resolver(activations.get)`, once. That
-always happens before a rule can be called, because importing
-`keras_linbp.ops` imports the package `keras_linbp`, whose `__init__`
-imports `activations`. Until then (never, in practice) only callables are
-accepted. The resolver also raises the errors for a bad activation: a
-`ValueError` naming the valid table names for an unknown name, a
-`TypeError` for anything that is neither a name nor callable.
+Each takes a table name (`"tanh"`, `"sign"`, an alias such as `"swish"`)
+or any callable, resolved by the activation table (`keras_linbp._table`,
+below this module), and returns a `keras_linbp.rules.RuleFunction`: the
+activation with the rule's backward, carrying the rule as
+`fn.backward_rule` (sites treat it as fixed in every mode, the summary
+shows it) and saved by `model.save` as its config.
 
 Both rules work on every Keras backend (TensorFlow: eager, `tf.function`,
 XLA; JAX: eager and `jax.jit`; PyTorch: eager and `torch.compile`) through
@@ -34,129 +29,21 @@ backward pass, so the activation's input is not kept alive; the
 straight-through rule keeps a boolean mask.
 """
 
-import functools
-
-import keras
-import numpy as np
-
-from keras_linbp import _backend
+from keras_linbp import _table
 from keras_linbp import _validation
+from keras_linbp import rules
 from keras_linbp import tables
+from keras_linbp.rules import check_floating
 
 __all__ = ["check_floating", "few_bit", "linear_backprop", "straight_through"]
 
 
-def _callables_only(activation):
-    """The resolver in force before the table has installed its own."""
-    if callable(activation):
-        return activation
-    raise TypeError(
-        f"An activation must be a callable (table names are resolved once "
-        f"`keras_linbp.activations` is imported); got "
-        f"{type(activation).__name__}: {activation!r}"
-    )
-
-
-# activation identifier -> forward function; see the module docstring.
-_resolve_activation = _callables_only
-
-
-def _use_activation_resolver(resolve):
-    """Makes the rules resolve their `activation` argument with `resolve`.
-
-    Called once by `keras_linbp.activations` with its `get` (table name or
-    callable in, forward function out); not needed in user code.
-
-    Args:
-        resolve: a callable mapping an activation identifier to a function.
-    """
-    global _resolve_activation
-    _resolve_activation = resolve
-
-
-def _name_of(fn):
-    return getattr(fn, "__name__", type(fn).__name__)
-
-
-def check_floating(x, what="linear backprop"):
-    """Converts `x` to a tensor and raises `TypeError` unless it is floating.
-
-    Args:
-        x: a tensor, array or `keras.Variable`.
-        what: the function checking, for the error message.
-
-    Returns:
-        `x` as a backend tensor (a variable is read first).
-
-    Raises:
-        TypeError: for a symbolic `keras.Input`-style tensor, or an integer,
-            bool or complex dtype.
-
-    Example:
-
-    >>> import keras, numpy as np
-    >>> from keras_linbp import ops
-    >>> x = ops.check_floating(np.array([1.0, 2.0], "float32"))
-    >>> keras.backend.standardize_dtype(x.dtype)
-    'float32'
-    >>> ops.check_floating(np.array([1, 2], "int32"))
-    Traceback (most recent call last):
-    ...
-    TypeError: linear backprop needs a floating-point input (float16, bfloat16, float32 or float64); got dtype int32. Cast the input, e.g. `keras.ops.cast(x, 'float32')`.
-    """
-    if keras.backend.is_keras_tensor(x):
-        # A functional-model placeholder: a custom gradient needs real
-        # tensors, which only exist once a layer calls the function.
-        raise TypeError(
-            f"{what} got a symbolic `keras.Input`-style tensor. Use it as a "
-            "layer's activation (`keras.layers.Dense(8, activation=fn)`, "
-            "`keras.layers.Activation(fn)`) or use the layer "
-            "`keras_linbp.layers.LinearBackprop(activation)`."
-        )
-    if isinstance(x, keras.Variable):
-        # Read the variable here, outside the rule's forward: a variable
-        # read inside it would count as a parameter of the activation.
-        x = x.value
-    x = keras.ops.convert_to_tensor(x)
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        if isinstance(x, tf.Variable):
-            x = tf.convert_to_tensor(x)
-    dtype = keras.backend.standardize_dtype(x.dtype)
-    if not dtype.startswith(("float", "bfloat")):
-        raise TypeError(
-            f"{what} needs a floating-point input (float16, bfloat16, "
-            f"float32 or float64); got dtype {dtype}. Cast the input, "
-            "e.g. `keras.ops.cast(x, 'float32')`."
-        )
-    return x
-
-
-def _forward_of(activation, entry_point):
-    """The forward function of a rule: the backend is checked first, then
-    `activation` resolved (a table name or a callable)."""
+def _rule_function(activation, rule, entry_point):
+    """`activation` (a table name or a callable) with `rule`'s backward:
+    the backend is checked first, then the name resolved."""
     _validation.require_supported_backend(entry_point)
-    return _resolve_activation(activation)
-
-
-def _with_rule(rule_name, forward, rule, **described):
-    """`forward` with `rule`'s input gradient, named `<rule_name>_<forward>`.
-
-    Its attributes are `forward` and `described` (`slope=`, `clip=`): the
-    callbacks read them to find the plain function inside a rule function.
-    """
-    label = f"{rule_name}({_name_of(forward)})"
-
-    def rule_fn(x, *args, **kwargs):
-        x = check_floating(x, label)
-        return _backend.apply_rule(forward, x, args, kwargs, rule)
-
-    rule_fn.__name__ = f"{rule_name}_{_name_of(forward)}"
-    rule_fn.forward = forward
-    for attribute, value in described.items():
-        setattr(rule_fn, attribute, value)
-    return rule_fn
+    forward = _table.get(activation)
+    return rules.RuleFunction(forward, rule.for_forward(forward))
 
 
 def linear_backprop(activation, slope=1.0):
@@ -207,9 +94,8 @@ def linear_backprop(activation, slope=1.0):
     >>> print(_backend.elementwise_derivative(fn, x))
     [0.5 0.5 0.5]
     """
-    forward = _forward_of(activation, "keras_linbp.linear_backprop")
-    slope = _validation.check_slope(slope)
-    return _with_rule("linear_backprop", forward, _backend.LinearRule(slope), slope=slope)
+    rule = rules.LinearRule(_validation.check_slope(slope))
+    return _rule_function(activation, rule, "keras_linbp.linear_backprop")
 
 
 def straight_through(activation, clip=1.0):
@@ -253,44 +139,8 @@ def straight_through(activation, clip=1.0):
     >>> keras_linbp.ops.straight_through("sign", clip=None).clip is None
     True
     """
-    forward = _forward_of(activation, "keras_linbp.straight_through")
-    clip = _validation.check_clip(clip)
-    return _with_rule("straight_through", forward, _backend.StraightThroughRule(clip), clip=clip)
-
-
-@functools.lru_cache(maxsize=None)
-def _few_bit_rule(table, params, bits):
-    bounds, levels = tables.few_bit_table(table, bits, **dict(params))
-    return _backend.FewBitRule(tuple(bounds), tuple(levels))
-
-
-def _few_bit_function(forward, bits, table, params=None):
-    """`forward` with the few-bit rule of `table` (a table name).
-
-    `params` (a dict) fixes the table's activation parameters; by default
-    each call reads them from its own arguments (`gelu(x,
-    approximate=True)` uses the tanh approximation's table).
-    """
-    bits = _validation.check_int("bits", bits, minimum=0)
-    if bits > tables.MAX_BITS:
-        raise ValueError(f"`bits` must be an int from 0 to {tables.MAX_BITS}; got {bits}.")
-    fixed = None if params is None else tuple(sorted(params.items()))
-    default_rule = _few_bit_rule(table, fixed or tables.table_params(table, forward), bits)
-    label = f"few_bit({_name_of(forward)})"
-
-    def few_bit_fn(x, *args, **kwargs):
-        x = check_floating(x, label)
-        call_params = fixed if fixed is not None else tables.table_params(table, forward, args, kwargs)
-        rule = _few_bit_rule(table, call_params, bits)
-        return _backend.apply_rule(forward, x, args, kwargs, rule)
-
-    few_bit_fn.__name__ = f"few_bit_{_name_of(forward)}"
-    few_bit_fn.forward = forward
-    few_bit_fn.bits = bits
-    few_bit_fn.table = table
-    few_bit_fn.bounds = np.array(default_rule.bounds)
-    few_bit_fn.levels = np.array(default_rule.levels)
-    return few_bit_fn
+    rule = rules.StraightThroughRule(_validation.check_clip(clip))
+    return _rule_function(activation, rule, "keras_linbp.straight_through")
 
 
 def few_bit(activation, bits=2):
@@ -341,11 +191,10 @@ def few_bit(activation, bits=2):
     >>> print(np.round(_backend.elementwise_derivative(fn, x), 3))
     [0.091 0.091 0.909 0.909]
     """
-    forward = _forward_of(activation, "keras_linbp.few_bit")
-    try:
-        table = tables.table_name(forward)
-    except ValueError:
-        if not isinstance(activation, str):
-            raise
-        table = tables.table_name(activation)
-    return _few_bit_function(forward, bits, table)
+    _validation.require_supported_backend("keras_linbp.few_bit")
+    rule = rules.FewBitRule(bits)
+    if isinstance(activation, str) and activation not in _table.valid_names():
+        # A name with no table (`"mish"`): the few-bit error, as for
+        # `few_bit(keras.activations.mish)`, not the table's list of names.
+        tables.table_name(activation)
+    return _rule_function(activation, rule, "keras_linbp.few_bit")

@@ -15,10 +15,12 @@ from typing import Any
 import keras
 
 from keras_linbp import _validation
+from keras_linbp import rules
 
 __all__ = ["BACKPROP_MODES", "LinearizeOptions", "SELECTION_FIELDS", "options_of", "resolve"]
 
-BACKPROP_MODES = ("linear", "exact", "few_bit")
+# The values of `backprop=`: the registered rules a site is given from the options.
+BACKPROP_MODES = rules.MODES
 
 # The fields that say which activation sites are linearized (the rest say how).
 SELECTION_FIELDS = (
@@ -36,11 +38,7 @@ def _check_slope(value):
 
 def _check_bits(value):
     """`bits`: an int 0-4, or a dict `{site path: int 0-4}`."""
-    def one(bits, name):
-        bits = _validation.check_int(name, bits, minimum=0)
-        if bits > 4:
-            raise ValueError(f"`{name}` must be an int from 0 to 4; got {bits}.")
-        return bits
+    one = rules.few_bit.check_bits
 
     if isinstance(value, dict):
         if not value:
@@ -163,6 +161,8 @@ class LinearizeOptions:
             # Frozen: the canonical value (a float slope, a tuple of site
             # names) is stored the way dataclasses store fields.
             object.__setattr__(self, field.name, field.metadata["check"](getattr(self, field.name)))
+        # What one field allows may depend on another (few-bit takes no slope).
+        rules.get(self.backprop).check_options(self)
 
     @classmethod
     def field_names(cls):

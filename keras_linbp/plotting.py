@@ -161,7 +161,8 @@ def training_report(saturation, gradient_flow, title=None, gradient_targets=None
         axes = figure.add_subplot(1, panels, panel)
         for layer, series in gradient_flow.items():
             mark = target_marks.get(gradient_targets.get(layer))
-            for rule, style in ((tags.EXACT, "-"), (tags.LINEAR, "--")):
+            # Exact solid; the rule the model trained with (linear, few-bit) dashed.
+            for rule, style in [(rule, "-" if rule == tags.EXACT else "--") for rule in tags.RULES]:
                 name = tags.norm_name(rule)
                 if name not in series:
                     continue

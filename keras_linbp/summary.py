@@ -18,8 +18,8 @@ would do).
 from typing import NamedTuple
 
 from keras_linbp import options as linbp_options
+from keras_linbp import rules
 from keras_linbp import sites as linbp_sites
-from keras_linbp import tables
 
 __all__ = ["SiteRow", "UNCHECKED_GATE_NOTE", "linbp_summary", "site_rows"]
 
@@ -61,14 +61,12 @@ def _options_for(model, options):
     return options if options is not None else linbp_options.options_of(model)
 
 
-def _slope_text(options, path, calibrated):
-    if options.slope == "auto" and path not in (calibrated or {}):
-        return "auto"  # calibrated when `fit` starts
-    return f"{options.slope_at(path, calibrated):g}"
-
-
 def site_rows(model, options=None):
     """The rows `linbp_summary` prints, one `SiteRow` per site (call order).
+
+    Each row is what the site's rule says of itself (`Rule.describe`): the
+    rule fixed by its layer or function, else the one the options' mode
+    makes for it (`Rule.for_site`), else exact with the reason.
 
     Args:
         model: a built Keras model.
@@ -79,40 +77,42 @@ def site_rows(model, options=None):
         A list of `SiteRow`.
     """
     options = _options_for(model, options)
+    mode = rules.get(options.backprop)
     calibrated = getattr(model, "calibrated_slopes", None)
     all_sites = linbp_sites.find_activation_sites(model)
     rows = []
     for site, chosen, reasons in linbp_sites.explain_selection(all_sites, options):
         if site.fixed_rule is not None:
-            note = (
-                f"{type(site.layer).__name__} rule={site.fixed_rule!r}"
-                if site.kind == "layer call"
-                else "linbp_* activation"
-            )
-            rows.append(SiteRow(site, f"{site.fixed_rule}-fixed", "", note))
+            rows.append(_row(site, site.fixed_rule, f"{site.fixed_rule.label}-fixed", _fixed_note(site)))
             continue
-        if chosen and options.backprop == "few_bit":
-            rows.append(_few_bit_row(site, options))
-            continue
-        linear = chosen and options.backprop == "linear"
         notes = list(reasons)
-        if chosen and options.backprop == "exact":
-            notes.append('linear when backprop="linear"')
+        rule = None
+        if chosen:
+            rule, reason = mode.for_site(site, options, calibrated)
+            notes.append(reason)
         if not site.gate_checked and not site.is_recurrent:
             notes.append(UNCHECKED_GATE_NOTE)
-        slope = _slope_text(options, site.path, calibrated) if linear else ""
-        rows.append(SiteRow(site, "linear" if linear else "exact", slope, ", ".join(notes)))
+        if rule is not None:
+            row = _row(site, rule, rule.label, ", ".join(note for note in notes if note))
+            if options.slope == "auto" and site.path not in (calibrated or {}):
+                row = row._replace(slope="auto")  # calibrated when `fit` starts
+            rows.append(row)
+            continue
+        rows.append(SiteRow(site, "exact", "", ", ".join(note for note in notes if note)))
     return rows
 
 
-def _few_bit_row(site, options):
-    """A selected site under `backprop="few_bit"`: its table, or exact with
-    the reason (no table for its activation)."""
-    name, _, reason = tables.site_table(site)
-    if name is None:
-        return SiteRow(site, "exact", "", reason)
-    bits = options.bits_at(site.path)
-    return SiteRow(site, "few_bit", "", "", str(bits), f"{tables.bytes_per_element(bits):g}")
+def _fixed_note(site):
+    if site.kind == "layer call":
+        return f"{type(site.layer).__name__} rule={site.fixed_rule.label!r}"
+    if getattr(site.function, "_linbp_activation", None):
+        return "linbp_* activation"
+    return "rule function"
+
+
+def _row(site, rule, text, note):
+    fields = rule.describe()
+    return SiteRow(site, text, fields.get("slope", ""), note, fields.get("bits", ""), fields.get("kept", ""))
 
 
 def _header(model, options, rows):
@@ -121,20 +121,25 @@ def _header(model, options, rows):
         slope = "per site"
     elif not isinstance(slope, str):
         slope = f"{slope:g}"
-    n_linear = sum(row.rule != "exact" for row in rows)
+    mode = rules.get(options.backprop)
     is_linbp_model = callable(getattr(model, "linearize_options", None))
     title = "LinearBackpropModel" if is_linbp_model else type(model).__name__
     when = "in training" if is_linbp_model else "under `linearize`"
     if options.backprop == "few_bit":
         bits = "per site" if isinstance(options.bits, dict) else options.bits
-        n_few_bit = sum(row.rule == "few_bit" for row in rows)
-        return (
-            f'{title} "{model.name}": backprop=\'few_bit\', bits={bits}; '
-            f"{n_few_bit} of {len(rows)} activation sites use the few-bit backward rule {when}."
-        )
+        settings = f"bits={bits}"
+    else:
+        settings = f"slope={slope}"
+    # Sites under the mode's rule, fixed ones included; an exact mode
+    # counts every site that is not exact.
+    label = "linear" if mode.exact else mode.label
+    count = sum(
+        row.rule != "exact" if mode.exact else row.rule in (label, f"{label}-fixed") for row in rows
+    )
+    words = label.replace("_", "-")
     return (
-        f'{title} "{model.name}": backprop={options.backprop!r}, slope={slope}; '
-        f"{n_linear} of {len(rows)} activation sites use the linear backward rule {when}."
+        f'{title} "{model.name}": backprop={options.backprop!r}, {settings}; '
+        f"{count} of {len(rows)} activation sites use the {words} backward rule {when}."
     )
 
 
@@ -161,7 +166,8 @@ def linbp_summary(model, print_fn=None, options=None):
     print_fn = print_fn or print
     options = _options_for(model, options)
     rows = site_rows(model, options)
-    few_bit = options.backprop == "few_bit"
+    # The few-bit columns where a site keeps codes (the mode, or a fixed rule).
+    few_bit = options.backprop == "few_bit" or any(row.bits for row in rows)
     columns = _FEW_BIT_COLUMNS if few_bit else _COLUMNS
     table = [columns] + [
         (

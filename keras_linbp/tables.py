@@ -45,7 +45,9 @@ import inspect
 import keras
 import numpy as np
 
+from keras_linbp import _table as activation_table
 from keras_linbp._derivatives import DERIVATIVES, normal_cdf
+from keras_linbp._table import is_keras_op
 
 __all__ = [
     "GRID",
@@ -83,17 +85,6 @@ def table_names():
     return sorted(DERIVATIVES)
 
 
-def _is_table_sign(fn):
-    return getattr(fn, "__name__", None) == "sign" and getattr(fn, "__module__", "") == "keras_linbp.activations"
-
-
-def is_keras_op(fn, name):
-    """Whether `fn` is the `keras.ops` function `name` (`keras.ops.silu`,
-    what keras-hub's Llama stores), which computes the activation of that
-    name. Not `sign`: the table's sign is its own function, not numpy's."""
-    return name != "sign" and fn is getattr(keras.ops, name, None)
-
-
 def table_name(activation):
     """The table name of an activation: a table name, a Keras alias
     (`"swish"`, `"hard_swish"`), Keras's own function, the `keras.ops`
@@ -115,7 +106,7 @@ def table_name(activation):
         linbp_name = getattr(activation, "_linbp_activation", None)
         if linbp_name in DERIVATIVES:
             return linbp_name
-        if _is_table_sign(activation):
+        if activation is activation_table.sign:
             return "sign"
         for name in DERIVATIVES:
             try:

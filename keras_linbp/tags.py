@@ -26,6 +26,7 @@ package; it is also importable as `keras_linbp.callbacks.tags`.
 
 import re
 
+
 __all__ = [
     "SATURATION",
     "ACTIVATIONS",
@@ -88,9 +89,13 @@ ACTIVATION_HISTOGRAMS = (PRE_ACTIVATION, ACTIVATION, DERIVATIVE)
 HISTOGRAM_GRID = f"{ACTIVATIONS}/histogram_grid"
 
 # `gradient_flow/<stem>/<rule>_norm` scalars, `..._gradient` histograms.
+# `<rule>`: exact, and the rule GradientFlow compares it with (linear, or a
+# model's own few-bit).
 EXACT = "exact"
 LINEAR = "linear"
-RULES = (EXACT, LINEAR)
+# The names of `keras_linbp.rules.MODES` (a test keeps them equal; this
+# module imports only the standard library, for readers of event files).
+RULES = (EXACT, LINEAR, "few_bit")
 
 # What a gradient_flow tag measures, stored as the summary's description
 # (so a reader of the event file can tell without the model).
@@ -114,7 +119,7 @@ def activation_histogram(stem, name):
 
 
 def norm_name(rule):
-    """`exact_norm` or `linear_norm`."""
+    """`<rule>_norm`: `exact_norm`, `linear_norm`, `few_bit_norm`."""
     return f"{rule}_norm"
 
 

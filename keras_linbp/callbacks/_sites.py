@@ -8,7 +8,7 @@ import re
 import warnings
 
 from keras_linbp import activations as linbp_activations
-from keras_linbp import layers as linbp_layers
+from keras_linbp import rules
 from keras_linbp import sites as linbp_sites
 from keras_linbp.callbacks._tensorflow import tf
 
@@ -100,33 +100,21 @@ def choose_sites(model, sites, owner):
     return all_sites, selected
 
 
-def _unwrapped(function):
-    """The forward function inside a `linbp_*` activation or an
-    `ops.linear_backprop` / `straight_through` wrapper; else `function`."""
-    name = getattr(function, "_linbp_activation", None)
-    if name is not None:
-        return linbp_activations.ACTIVATIONS[name].forward
-    wrapped = getattr(function, "forward", None)
-    if callable(wrapped) and (hasattr(function, "slope") or hasattr(function, "clip")):
-        return wrapped
-    return function
-
-
 def plain_function(site, original):
-    """The site's activation with its ordinary (exact) gradient.
+    """The site's activation with its ordinary (exact) gradient: `f`, with
+    `f'` its derivative, whatever rule the site carries.
 
-    For sites that are already linear (a `LinearBackprop` layer, a
-    `linbp_*` activation, an `ops.linear_backprop` / `straight_through`
-    wrapper) this is the forward function inside them. Called as the site
-    is: `plain(a, *args, **kwargs)`.
+    For a site that carries a rule (a rule layer's call -- `LinearBackprop`,
+    `FewBit`, a binary sign --, a rule function such as
+    `keras_linbp.few_bit(...)`, a `linbp_*` activation) this is the forward
+    function inside it. Called as the site is: `plain(a, *args, **kwargs)`.
     """
-    layer = site.layer
-    if isinstance(layer, linbp_layers.LinearBackprop) and site.kind != "attribute":
-        # The layer's call: its `activation` (a table name or a callable)
-        # is the plain forward function.
-        activation = _unwrapped(linbp_activations.get(layer.activation))
+    if site.kind == "layer call" and rules.rule_of(site.layer) is not None:
+        activation = site.layer.activation_fn
         return lambda inputs, *args, **kwargs: activation(inputs)
-    return _unwrapped(original)
+    if rules.rule_of(original) is not None:
+        return original.forward
+    return original
 
 
 def saturation_kind(site, plain):

@@ -1,5 +1,6 @@
 """`GradientFlow`: per-layer loss-gradient norms under exact backprop and
-under linear backprop, in TensorBoard. Its tags are listed in
+under the rule the model trains with (linear backprop for other models),
+in TensorBoard. Its tags are listed in
 `keras_linbp.tags`."""
 
 import types
@@ -10,6 +11,8 @@ import numpy as np
 from keras_linbp import _compat
 from keras_linbp import _probe_data
 from keras_linbp import _validation
+from keras_linbp import options as linbp_options
+from keras_linbp import rules
 from keras_linbp import sites as linbp_sites
 from keras_linbp import tags
 from keras_linbp.callbacks import _base
@@ -17,7 +20,6 @@ from keras_linbp.callbacks import _eager
 from keras_linbp.callbacks import _sites
 from keras_linbp.callbacks import _statistics
 from keras_linbp.callbacks._tensorflow import tf
-from keras_linbp.linearize import _linear_site_rule
 
 __all__ = ["GradientFlow"]
 
@@ -47,6 +49,26 @@ def _slope_reader(model):
         return lambda site: float(site_slope(site))
     slope = float(getattr(model, "slope", 1.0))
     return lambda site: slope
+
+
+def _trained_rule(model):
+    """`(rule class, options)` the probe compares exact backprop with: the
+    model's own mode (few-bit on a `backprop="few_bit"` model), linear
+    backprop where the model trains exact or is a plain model (what
+    `linearize` applies to it)."""
+    own = linbp_options.options_of(model)
+    if rules.get(own.backprop).exact:
+        own = own.replace(backprop="linear")
+    return rules.get(own.backprop), own
+
+
+def _site_function(rule, options, site, original, slope):
+    """`original` under the model's `rule` at `site` (`slope`: the slope in
+    force, a number or tensor, read where the rule is linear)."""
+    made, _ = rule.for_site(site, options)
+    if made is None:
+        return original  # e.g. no few-bit table: exact in training too
+    return made.wrap_with_slope(original, slope)
 
 
 def _linear_selection(model, all_sites):
@@ -80,15 +102,15 @@ _NUMPY_ARRAYS = types.SimpleNamespace(
 )
 
 
-def _write_gradients(logged, exact, linear, step, histograms, arrays):
+def _write_gradients(logged, exact, linear, step, histograms, arrays, rule_name=tags.LINEAR):
     """Each logged site's gradient norm (and histogram) under both rules,
     to the default summary writer; `arrays` is `_TENSORFLOW_ARRAYS` or
-    `_NUMPY_ARRAYS`."""
+    `_NUMPY_ARRAYS`; `rule_name` names the second rule's tags."""
     for key, stem, kernel in logged:
         if key not in exact:
             continue  # a kernel-less site inside a loop
         description = tags.GRADIENT_DESCRIPTIONS[tags.INPUT if kernel is None else tags.KERNEL]
-        for rule, gradient in ((tags.EXACT, exact[key]), (tags.LINEAR, linear[key])):
+        for rule, gradient in ((tags.EXACT, exact[key]), (rule_name, linear[key])):
             flat = arrays.flatten(gradient)
             tf.summary.scalar(
                 tags.gradient_norm(stem, rule), arrays.norm(flat), step=step,
@@ -216,6 +238,7 @@ class GradientFlow(_base.ProbeCallback):
         # The model's linear selection, read at each fit (its options may
         # have changed; a new selection is traced anew); the slopes are read
         # at each probe and passed as a tensor (no retrace when they change).
+        self._rule, self._rule_options = _trained_rule(self.model)
         self._linear_sites = _linear_selection(self.model, self._all_sites)
         linear_index = {
             _sites.site_key(site): index for index, site in enumerate(self._linear_sites)
@@ -282,14 +305,15 @@ class GradientFlow(_base.ProbeCallback):
             index = self._linear_index.get(_sites.site_key(site))
             if index is None:
                 return original
-            # The rule training applies, at the site's slope tensor.
-            return _linear_site_rule(original, slopes[index])
+            # The rule training applies (a linear site at its slope tensor).
+            return _site_function(self._rule, self._rule_options, site, original, slopes[index])
 
         self._linear_recorder.start(replace=linear_rule)
         linear = self._gradients(self._linear_recorder, x, y, sample_weight)
         with self._writer.as_default(step=step):
             _write_gradients(
-                self._logged, exact, linear, step, self.histograms, _TENSORFLOW_ARRAYS
+                self._logged, exact, linear, step, self.histograms, _TENSORFLOW_ARRAYS,
+                self._rule.name,
             )
 
     # --- JAX and PyTorch ------------------------------------------------------
@@ -311,14 +335,16 @@ class GradientFlow(_base.ProbeCallback):
         slope_of = _slope_reader(self.model)
 
         def linear_rule(site, original):
-            # The rule training applies: linear_backprop at the site's slope.
+            # The rule training applies (a linear site at its slope).
             if _sites.site_key(site) not in self._linear_index:
                 return original
-            return _linear_site_rule(original, slope_of(site))
+            return _site_function(self._rule, self._rule_options, site, original, slope_of(site))
 
         linear = self._eager_gradients(linear_rule)
         with self._writer.as_default(step=step):
-            _write_gradients(self._logged, exact, linear, step, self.histograms, _NUMPY_ARRAYS)
+            _write_gradients(
+                self._logged, exact, linear, step, self.histograms, _NUMPY_ARRAYS, self._rule.name
+            )
 
     def _slopes_now(self):
         """The slope in force at each linear site, in `_linear_sites` order."""

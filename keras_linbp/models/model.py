@@ -47,6 +47,8 @@ class _Option:
             )
         options = model._options.replace(**{self.field: value})
         if getattr(options, self.field) != getattr(model._options, self.field):
+            # A `bits` / `slope` dict naming no site fails here, not at the next step.
+            model._check_site_names(options)
             model._options = options
             self.on_change(model)
 
@@ -143,11 +145,8 @@ class LinearBackpropModel(AutoSlopeMixin, keras.Model):
         super().__init__(*args, **kwargs)
         self._options = options
         self._init_auto_slope(recalibrate, calibrated_slopes)
-        if self.built and (
-            options.sites is not None or isinstance(options.slope, dict) or isinstance(options.bits, dict)
-        ):
-            # Report a misnamed site now rather than at the first step.
-            self.linear_sites()
+        # Report a misnamed site now rather than at the first step.
+        self._check_site_names(options)
 
     @classmethod
     def from_model(cls, model, **kwargs):
@@ -221,6 +220,14 @@ class LinearBackpropModel(AutoSlopeMixin, keras.Model):
         """
         rows = linbp_sites.explain_selection(self.activation_sites(), self._options)
         return [site for site, chosen, _ in rows if chosen]
+
+    def _check_site_names(self, options):
+        """Raises `ValueError` where `options` name a site (`sites`, a
+        `slope` or `bits` dict) the built model does not have."""
+        if self.built and (
+            options.sites is not None or isinstance(options.slope, dict) or isinstance(options.bits, dict)
+        ):
+            linbp_sites.explain_selection(self.activation_sites(), options)
 
     def site_slope(self, site):
         """The slope in force at `site` (a site of this model)."""

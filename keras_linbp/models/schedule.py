@@ -1,7 +1,7 @@
 """What changes a `LinearBackpropModel`'s backward rule during `fit`.
 
-- `BackpropSchedule`: switches `model.backprop` between linear and exact
-  backprop by epoch (public; also `keras_linbp.callbacks.BackpropSchedule`);
+- `BackpropSchedule`: switches `model.backprop` between the model's own
+  rule (linear, few-bit, ...) and exact backprop by epoch (public; also `keras_linbp.callbacks.BackpropSchedule`);
 - `_AutoSlopes`: the callback `fit` adds with `slope="auto"`, which
   calibrates the slopes at the start of `fit` (and of each epoch).
 """
@@ -10,6 +10,7 @@ import warnings
 
 import keras
 
+from keras_linbp import rules
 from keras_linbp.calibration import NonFiniteSlopesError
 from keras_linbp.options import BACKPROP_MODES
 
@@ -59,10 +60,12 @@ class BackpropSchedule(keras.callbacks.Callback):
     ['linear', 'exact', 'linear']
 
     Args:
-        schedule: either an int `N` -- linear backprop for the first `N`
-            epochs (epochs `0 .. N-1`), exact backprop from epoch `N` on --
-            or a callable `epoch -> "linear" | "exact"` (`epoch` counts from
-            0, as in `keras.callbacks.LearningRateScheduler`).
+        schedule: either an int `N` -- the model's own rule for the first
+            `N` epochs (epochs `0 .. N-1`: linear backprop, or few-bit on a
+            `backprop="few_bit"` model; linear on a model made exact),
+            exact backprop from epoch `N` on -- or a callable `epoch ->
+            mode` returning one of `keras_linbp.rules.MODES` (`epoch` counts
+            from 0, as in `keras.callbacks.LearningRateScheduler`).
         verbose: 1 prints a line whenever the rule changes.
 
     The model must be a `keras_linbp.LinearBackpropModel`; the new rule
@@ -91,11 +94,14 @@ class BackpropSchedule(keras.callbacks.Callback):
             raise ValueError(f"`verbose` must be 0 or 1 (or False / True); got {verbose!r}.")
         self.schedule = schedule
         self.verbose = int(verbose)
+        # The rule an int schedule trains with before epoch N: the model's
+        # own, read at `on_train_begin` (linear until then).
+        self.own_rule = "linear"
 
     def backprop_for_epoch(self, epoch):
-        """The rule (`"linear"` or `"exact"`) for a 0-based epoch."""
+        """The mode (`"linear"`, `"few_bit"`, `"exact"`, ...) for a 0-based epoch."""
         if isinstance(self.schedule, int):
-            return "linear" if epoch < self.schedule else "exact"
+            return self.own_rule if epoch < self.schedule else "exact"
         rule = self.schedule(epoch)
         if rule not in BACKPROP_MODES:
             raise ValueError(
@@ -111,6 +117,8 @@ class BackpropSchedule(keras.callbacks.Callback):
                 f"{type(self.model).__name__}. Wrap the model with "
                 "`keras_linbp.LinearBackpropModel.from_model(model)`."
             )
+        if not rules.get(self.model.backprop).exact:
+            self.own_rule = self.model.backprop
 
     def on_epoch_begin(self, epoch, logs=None):
         rule = self.backprop_for_epoch(epoch)

@@ -13,7 +13,7 @@ import keras
 
 from keras_linbp import _compat
 from keras_linbp import activations as linbp_activations
-from keras_linbp import layers as linbp_layers
+from keras_linbp import rules
 from keras_linbp.sites import dispatch
 
 __all__ = [
@@ -102,15 +102,19 @@ def describe_function(fn):
     >>> candidates.describe_function(keras.activations.tanh)
     ('tanh', 'bounded', None)
     >>> candidates.describe_function(activations.linbp_relu)
-    ('relu', 'rectifier', 'linear')
+    ('relu', 'rectifier', LinearRule(slope=1.0))
     >>> candidates.describe_function(keras.activations.mish)
     ('mish', 'unknown', None)
     """
     fn = getattr(fn, "_linbp_original", fn)
     if isinstance(fn, str):
         fn = linbp_activations.get(fn)
+    # A function that carries a rule (a rule function, a `linbp_*`
+    # activation) fixes it; its activation is the forward inside it.
+    fixed_rule = rules.rule_of(fn)
+    if fixed_rule is not None:
+        fn = getattr(fn, "forward", fn)
     spec = linbp_activations.find_spec(fn)
-    fixed_rule = "linear" if getattr(fn, "_linbp_activation", None) else None
     if spec is not None:
         return spec.name, spec.saturation, fixed_rule
     name = getattr(fn, "__name__", type(fn).__name__)
@@ -142,13 +146,11 @@ def _relu_layer_name(layer):
 def _call_site(layer):
     """(activation_name, saturation, fixed_rule) when `layer`'s call is the
     non-linearity, else None."""
-    if isinstance(layer, linbp_layers.LinearBackprop):
-        name, saturation, _ = describe_function(layer.activation)
-        # A binary sign layer fixes its own rule (`rule="ste"` or "linear").
-        return name, saturation, getattr(layer, "rule", "linear")
-    if isinstance(layer, linbp_layers.FewBit):
-        name, saturation, _ = describe_function(layer.activation)
-        return name, saturation, f"few_bit{layer.bits}"
+    layer_rule = rules.rule_of(layer)
+    if layer_rule is not None:
+        # A rule layer (`LinearBackprop`, `FewBit`, a binary sign) fixes its rule.
+        name, saturation, _ = describe_function(layer.activation_fn)
+        return name, saturation, layer_rule
     if type(layer) is keras.layers.ReLU:
         name = _relu_layer_name(layer)
         return name, "rectifier", None

@@ -58,10 +58,11 @@ class ActivationSite:
             `SimpleRNN`, `Bidirectional` ones included) or any activation
             of a layer inside a `keras.layers.RNN`; linear backprop through
             time applies the rule once per time step.
-        fixed_rule: the backward rule the layer or function fixes itself,
-            whatever the model does: `"linear"` for a `LinearBackprop`
-            layer or a `linbp_*` activation, the layer's `rule` for a
-            binary sign (`"ste"`); None for an ordinary site.
+        fixed_rule: the backward rule (a `keras_linbp.rules.Rule`) the
+            layer or function fixes itself, whatever the model does: a
+            rule layer's (`LinearBackprop`, `FewBit`, a binary sign), a rule
+            function's (`keras_linbp.few_bit(...)`, `linear_backprop(...)`)
+            or a `linbp_*` activation's; None for an ordinary site.
         layer_path: the layer's path alone.
         occurrence: for `"op"` sites, how many calls of the same op came
             before it in one call of the layer.
@@ -90,7 +91,7 @@ class ActivationSite:
     is_gate: bool = False
     gate_checked: bool = True
     is_recurrent: bool = False
-    fixed_rule: str | None = None
+    fixed_rule: object = None
     layer_path: str = ""
     occurrence: int = 0
 

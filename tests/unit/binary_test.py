@@ -200,7 +200,7 @@ def test_binary_units_are_activation_sites():
         ("hidden/hidden_input_sign", "sign", "binary")
     ]
     assert found[0].layer.rule == "ste"
-    assert found[0].fixed_rule == "ste"
+    assert found[0].fixed_rule == keras_linbp.rules.StraightThroughRule(clip=1.0)
     # A LinearBackpropModel leaves the layer's own rule alone and says so.
     linear_model = keras_linbp.LinearBackpropModel(inputs, outputs)
     assert linear_model.linear_sites() == []

@@ -16,8 +16,11 @@ pytestmark = pytest.mark.all_backends
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "keras_linbp"
 
 LEVELS = [
-    {"_compat", "_versions", "_validation", "_backend", "_few_bit", "_probe_data", "_derivatives"},
-    {"options", "ops", "tables"},
+    {"_compat", "_versions", "_validation", "_backend", "_few_bit", "_probe_data", "_derivatives",
+     "_table", "_from_output"},
+    {"tables"},
+    {"rules"},
+    {"options", "ops"},
     {"activations"},
     {"layers", "binary"},
     {"sites"},

@@ -29,7 +29,7 @@ def _cells(rows):
 EXPECTED = [
     ("d1", "exact", "", "before from_depth=2"),
     ("d2", "linear", "0.5", ""),
-    ("fixed", "linear-fixed", "", "LinearBackprop rule='linear'"),
+    ("fixed", "linear-fixed", "1", "LinearBackprop rule='linear'"),
     ("head", "exact", "", "output layer, softmax"),
 ]
 

@@ -31,3 +31,10 @@ def test_every_tag_function_builds_a_known_tag():
     built += [tags.gradient_histogram("s", rule) for rule in tags.RULES]
     assert all(tags.is_known_tag(tag) for tag in built + [tags.HISTOGRAM_GRID])
     assert not tags.is_known_tag("saturation/s/unknown_fraction")
+
+
+def test_gradient_flow_rules_are_the_backprop_modes():
+    # GradientFlow names its second rule after the model's mode.
+    from keras_linbp import rules
+
+    assert set(keras_linbp.tags.RULES) == set(rules.MODES)

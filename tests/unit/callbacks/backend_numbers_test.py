@@ -271,3 +271,48 @@ def test_callbacks_import_no_tensorflow_until_made():
     assert lines[0] == "False"
     assert lines[1].startswith("ImportError: SaturationHistograms writes TensorBoard")
     assert "pip install tensorflow" in lines[1]
+
+
+def _few_bit_layers(bits):
+    """`_layers()` with the hidden activations written by hand with the
+    few-bit rule: `f(sg(a)) + q(sg(a)) * (a - sg(a))`, q the numpy table."""
+    from keras_linbp import tables
+
+    def activation(name):
+        function = keras.activations.get(name)
+        bounds, levels = tables.few_bit_table(name, bits)
+
+        def few_bit(a):
+            stopped = keras.ops.stop_gradient(a)
+            codes = np.searchsorted(bounds, keras.ops.convert_to_numpy(stopped), side="right")
+            factor = keras.ops.convert_to_tensor(levels[codes].astype("float32"))
+            return function(stopped) + factor * (a - stopped)
+
+        return few_bit
+
+    inputs = keras.Input((5,))
+    h = keras.layers.Dense(6, activation=activation("tanh"), name="d1")(inputs)
+    a = keras.layers.Dense(6, name="d2")(h)
+    h = keras.layers.Activation(activation("relu"), name="act")(a)
+    outputs = keras.layers.Dense(3, activation="softmax", name="out")(h)
+    return inputs, outputs
+
+
+def test_gradient_flow_compares_exact_with_the_few_bit_rule_the_model_trains_with(tmp_path):
+    # 0.3 logged linear backprop's gradient as `linear_norm` on a few-bit
+    # model (TF: few-bit 0.356, linear 1.269, logged 1.269).
+    x, y = _data()
+    inputs, outputs = _layers()
+    model = _compile(keras_linbp.LinearBackpropModel(inputs, outputs, backprop="few_bit", bits=1))
+    reference = keras.Model(*_few_bit_layers(bits=1))
+    reference.set_weights(model.get_weights())
+    model.fit(x, y, epochs=1, batch_size=N, verbose=0,
+              callbacks=[GradientFlow(str(tmp_path), data=(x, y))])
+    events = _events(str(tmp_path))
+    assert not any(tag.endswith("/linear_norm") for tag in events)
+    few_bit = _kernel_gradients(reference, x, y)
+    exact = _kernel_gradients(model, x, y)
+    for layer in ("d1", "out"):
+        logged = float(events[f"gradient_flow/{layer}/few_bit_norm"][0])
+        np.testing.assert_allclose(logged, np.linalg.norm(few_bit[layer]), rtol=1e-4)
+    assert abs(np.linalg.norm(few_bit["d1"]) - np.linalg.norm(exact["d1"])) > 1e-3

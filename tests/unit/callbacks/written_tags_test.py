@@ -74,11 +74,12 @@ def expected_saturation_tags():
     return expected
 
 
-def expected_gradient_flow_tags():
+def expected_gradient_flow_tags(trained=tags.LINEAR):
+    # Exact, and the rule the model trains with (linear for a plain model).
     return {
         make(stem, rule)
         for stem in GRADIENT_TARGETS
-        for rule in tags.RULES
+        for rule in (tags.EXACT, trained)
         for make in (tags.gradient_norm, tags.gradient_histogram)
     }
 
@@ -103,7 +104,7 @@ def test_complete_tag_sets(tmp_path):
     )
     accumulator.Reload()
     for stem, target in GRADIENT_TARGETS.items():
-        for rule in tags.RULES:
+        for rule in (tags.EXACT, tags.LINEAR):
             for tag in (tags.gradient_norm(stem, rule), tags.gradient_histogram(stem, rule)):
                 description = accumulator.SummaryMetadata(tag).summary_description
                 assert tags.gradient_target(description) == target, tag
