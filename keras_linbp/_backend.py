@@ -13,7 +13,9 @@ dataclass (hashable by value: the JAX path builds one `custom_vjp` per
 distinct rule) with two methods written in `keras.ops`,
 
 - `residual(x)`: what the backward pass keeps of the forward input (None
-  for nothing);
+  for nothing); a rule with `keeps_output = True` is given the output too,
+  `residual(x, y)`, and may keep `y` itself (the tensor the next layer
+  keeps anyway, so one buffer serves both), or a tuple of tensors;
 - `input_gradient(upstream, residual)`: the gradient w.r.t. `x`.
 
 `apply_rule` knows nothing else of a rule, so a new rule is a new class
@@ -35,7 +37,8 @@ Example:
 
 >>> import keras, numpy as np
 >>> from keras_linbp import _backend
->>> rule = _backend.StraightThroughRule(clip=1.0)
+>>> from keras_linbp.rules import StraightThroughRule
+>>> rule = StraightThroughRule(clip=1.0)
 >>> x = keras.ops.convert_to_tensor(np.array([-2.0, 0.5, 3.0], "float32"))
 >>> fn = lambda a: _backend.apply_rule(keras.ops.tanh, a, (), {}, rule)
 >>> print(_backend.elementwise_derivative(fn, x))
@@ -43,57 +46,23 @@ Example:
 """
 
 import contextlib
-import dataclasses
 import functools
 
 import keras
 
-from keras_linbp._few_bit import FewBitRule  # noqa: F401 (a rule of this primitive; its own file for size)
-
-__all__ = ["FewBitRule", "LinearRule", "StraightThroughRule", "apply_rule", "backend_name"]
+__all__ = ["apply_rule", "backend_name", "residual_of"]
 
 
 def backend_name():
     return keras.backend.backend()
 
 
-@dataclasses.dataclass(frozen=True)
-class LinearRule:
-    """`g <- slope * g`; keeps nothing."""
-
-    slope: float = 1.0
-
-    def __post_init__(self):
-        object.__setattr__(self, "slope", float(self.slope))
-
-    def residual(self, x):
-        return None
-
-    def input_gradient(self, upstream, residual):
-        if self.slope == 1.0:
-            return upstream
-        # A Python float keeps the upstream's dtype and device on every backend.
-        return upstream * self.slope
-
-
-@dataclasses.dataclass(frozen=True)
-class StraightThroughRule:
-    """`g <- g * 1[|x| <= clip]` (`clip=None`: `g <- g`); keeps a mask."""
-
-    clip: float | None = 1.0
-
-    def __post_init__(self):
-        object.__setattr__(self, "clip", None if self.clip is None else float(self.clip))
-
-    def residual(self, x):
-        if self.clip is None:
-            return None
-        return keras.ops.less_equal(keras.ops.abs(x), self.clip)
-
-    def input_gradient(self, upstream, residual):
-        if residual is None:
-            return upstream
-        return keras.ops.where(residual, upstream, keras.ops.zeros_like(upstream))
+def residual_of(rule, x, y):
+    """What `rule`'s backward keeps of one call: `rule.residual(x)`, or
+    `rule.residual(x, y)` for a rule that reads the output."""
+    if getattr(rule, "keeps_output", False):
+        return rule.residual(x, y)
+    return rule.residual(x)
 
 
 def apply_rule(forward, x, args, kwargs, rule):
@@ -121,7 +90,7 @@ def _tensorflow(forward, x, args, kwargs, rule):
     def _apply(a):
         with tf.GradientTape(watch_accessed_variables=True) as variable_tape:
             y = forward(a, *args, **kwargs)
-        residual = rule.residual(a)
+        residual = residual_of(rule, a, y)
 
         def input_gradient(upstream):
             return rule.input_gradient(upstream, residual)
@@ -198,7 +167,7 @@ def _jax_rule_function(rule):
         return y
 
     def fwd(x, y):
-        return y, rule.residual(x)
+        return y, residual_of(rule, x, y)
 
     def bwd(residual, upstream):
         return rule.input_gradient(upstream, residual), upstream
@@ -262,14 +231,18 @@ def _torch_function():
         def forward(ctx, x, y, rule, residual):
             ctx.rule = rule
             ctx.y_needs_grad = y.requires_grad
-            if residual is not None:
-                ctx.save_for_backward(residual)
-            ctx.has_residual = residual is not None
+            # None, a tensor or a tuple of tensors (None inside for nothing).
+            ctx.shape = "tuple" if isinstance(residual, tuple) else residual is not None
+            parts = residual if isinstance(residual, tuple) else (residual,)
+            ctx.present = [part is not None for part in parts]
+            ctx.save_for_backward(*[part for part in parts if part is not None])
             return y.view_as(y)
 
         @staticmethod
         def backward(ctx, upstream):
-            residual = ctx.saved_tensors[0] if ctx.has_residual else None
+            saved = iter(ctx.saved_tensors)
+            parts = tuple(next(saved) if present else None for present in ctx.present)
+            residual = parts if ctx.shape == "tuple" else (parts[0] if ctx.shape else None)
             grad_x = ctx.rule.input_gradient(upstream, residual)
             grad_y = upstream if ctx.y_needs_grad else None
             return grad_x, grad_y, None, None
@@ -317,7 +290,7 @@ def _torch(forward, x, args, kwargs, rule):
     # the memory the linear rule exists to free. The view itself has no
     # cache, so losses see the linear site's output, as on TensorFlow.
     y.__dict__.pop("_keras_logits", None)
-    residual = rule.residual(x.detach())
+    residual = residual_of(rule, x.detach(), y)
     return _torch_function().apply(x, y, rule, residual)
 
 

@@ -15,7 +15,8 @@ Example:
 
 >>> import keras, numpy as np
 >>> from keras_linbp import _backend
->>> rule = _backend.FewBitRule(bounds=(0.0,), levels=(0.1, 0.9))
+>>> from keras_linbp import _few_bit
+>>> rule = _few_bit.FewBitRule(bounds=(0.0,), levels=(0.1, 0.9))
 >>> x = keras.ops.convert_to_tensor(np.array([-1.0, 0.0, 2.0], "float32"))
 >>> print(keras.ops.convert_to_numpy(rule.residual(x)))  # codes 0, 1, 1 in bits 0, 1, 2
 [6]

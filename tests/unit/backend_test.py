@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from keras_linbp import _backend
+from keras_linbp import rules
 
 pytestmark = pytest.mark.all_backends
 
@@ -49,15 +50,15 @@ def test_a_new_rule_object_needs_no_change_to_apply_rule():
 
 
 def test_the_built_in_rules_are_values_with_their_gradients():
-    assert _backend.LinearRule(1) == _backend.LinearRule(1.0)
-    assert hash(_backend.LinearRule(1)) == hash(_backend.LinearRule(1.0))
-    assert _backend.LinearRule(0.5) != _backend.LinearRule(1.0)
-    assert _backend.StraightThroughRule(None) != _backend.LinearRule(1.0)
-    assert type(_backend.LinearRule(1).slope) is float
+    assert rules.LinearRule(1) == rules.LinearRule(1.0)
+    assert hash(rules.LinearRule(1)) == hash(rules.LinearRule(1.0))
+    assert rules.LinearRule(0.5) != rules.LinearRule(1.0)
+    assert rules.StraightThroughRule(None) != rules.LinearRule(1.0)
+    assert type(rules.LinearRule(1).slope) is float
     with pytest.raises(dataclasses.FrozenInstanceError):
-        _backend.LinearRule(1.0).slope = 2.0
-    np.testing.assert_array_equal(_gradient(_backend.LinearRule(1.0)), np.ones(4))
-    np.testing.assert_array_equal(_gradient(_backend.LinearRule(0.5)), np.full(4, 0.5))
-    np.testing.assert_array_equal(_gradient(_backend.LinearRule(2.0)), np.full(4, 2.0))
-    np.testing.assert_array_equal(_gradient(_backend.StraightThroughRule(1.0)), [0.0, 1.0, 1.0, 0.0])
-    np.testing.assert_array_equal(_gradient(_backend.StraightThroughRule(None)), np.ones(4))
+        rules.LinearRule(1.0).slope = 2.0
+    np.testing.assert_array_equal(_gradient(rules.LinearRule(1.0)), np.ones(4))
+    np.testing.assert_array_equal(_gradient(rules.LinearRule(0.5)), np.full(4, 0.5))
+    np.testing.assert_array_equal(_gradient(rules.LinearRule(2.0)), np.full(4, 2.0))
+    np.testing.assert_array_equal(_gradient(rules.StraightThroughRule(1.0)), [0.0, 1.0, 1.0, 0.0])
+    np.testing.assert_array_equal(_gradient(rules.StraightThroughRule(None)), np.ones(4))

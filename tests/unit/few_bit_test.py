@@ -19,6 +19,7 @@ from keras.src import testing
 
 import keras_linbp
 from keras_linbp import _backend
+from keras_linbp import _few_bit
 from keras_linbp import tables
 from keras_linbp.models import LinearBackpropModel
 
@@ -104,7 +105,7 @@ def test_gradient_is_the_table_lookup_and_forward_is_keras(name, bits):
 @pytest.mark.parametrize("shape", [(1,), (5,), (7,), (8,), (13,), (3, 5, 7), (64, 9)])
 def test_packed_residual_equals_numpy_packing_of_the_codes(bits, shape):
     bounds, levels = tables.few_bit_table("gelu", bits)
-    rule = _backend.FewBitRule(tuple(bounds), tuple(levels))
+    rule = _few_bit.FewBitRule(tuple(bounds), tuple(levels))
     a = np.random.default_rng(2).normal(size=shape).round(2) + 0.003
     packed = keras.ops.convert_to_numpy(rule.residual(keras.ops.convert_to_tensor(a.astype("float32"))))
     slot = tables.slot_bits(bits)
@@ -179,7 +180,7 @@ def test_tensorflow_backward_closure_holds_only_the_packed_codes():
 
     # The backward function TensorFlow keeps is `input_gradient` closing
     # over the residual alone; capture what `apply_rule` hands it.
-    rule = _backend.FewBitRule(*map(tuple, tables.few_bit_table("gelu", 2)))
+    rule = _few_bit.FewBitRule(*map(tuple, tables.few_bit_table("gelu", 2)))
     kept = []
 
     class Spy(type(rule)):
