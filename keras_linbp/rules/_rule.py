@@ -40,6 +40,8 @@ class Rule:
     model_mode: ClassVar[bool] = True
     # Whether a site under this rule keeps its activation's derivative.
     exact: ClassVar[bool] = False
+    # Whether the rule reads the options' `slope` (only linear backprop does).
+    reads_slope: ClassVar[bool] = False
 
     def residual(self, x):
         return None
@@ -73,7 +75,15 @@ class Rule:
 
     @classmethod
     def check_options(cls, options):
-        """Raises `ValueError` for options this mode would silently ignore."""
+        """Raises `ValueError` for options this mode would silently ignore:
+        a `slope` other than 1.0 where the rule reads none (an exact model
+        keeps its slope for when a schedule makes it linear again)."""
+        if not (cls.exact or cls.reads_slope) and options.slope != 1.0:
+            raise ValueError(
+                f"`slope` applies to backprop='linear'; a {cls.name} site has no slope, so "
+                f"slope={options.slope!r} would be ignored. Leave `slope` at 1.0, or use "
+                "backprop='linear'."
+            )
 
     @classmethod
     def for_site(cls, site, options, calibrated=None):

@@ -88,15 +88,6 @@ class FewBitRule(_rule.Rule):
         return {"bits": str(self.bits), "kept": f"{self.bytes_per_element():g}"}
 
     @classmethod
-    def check_options(cls, options):
-        if options.slope != 1.0:
-            raise ValueError(
-                f"`slope` applies to backprop='linear'; a few-bit site multiplies the gradient "
-                f"by its table, so slope={options.slope!r} would be ignored. Leave `slope` at 1.0, "
-                "or use backprop='linear'."
-            )
-
-    @classmethod
     def for_site(cls, site, options, calibrated=None):
         table, params, reason = tables.site_table(site)
         if table is None:

@@ -27,6 +27,7 @@ class LinearRule(_rule.Rule):
 
     name = "linear"
     label = "linear"
+    reads_slope = True
 
     def __post_init__(self):
         object.__setattr__(self, "slope", _validation.check_slope(self.slope))

@@ -62,6 +62,11 @@ def _layers(linear_slope=None):
 
         return linear
 
+    return _network(activation)
+
+
+def _network(activation):
+    """The layers of `_layers`, each hidden activation `activation(name)`."""
     inputs = keras.Input((5,))
     h = keras.layers.Dense(6, activation=activation("tanh"), name="d1")(inputs)
     a = keras.layers.Dense(6, name="d2")(h)
@@ -290,12 +295,7 @@ def _few_bit_layers(bits):
 
         return few_bit
 
-    inputs = keras.Input((5,))
-    h = keras.layers.Dense(6, activation=activation("tanh"), name="d1")(inputs)
-    a = keras.layers.Dense(6, name="d2")(h)
-    h = keras.layers.Activation(activation("relu"), name="act")(a)
-    outputs = keras.layers.Dense(3, activation="softmax", name="out")(h)
-    return inputs, outputs
+    return _network(activation)
 
 
 def test_gradient_flow_compares_exact_with_the_few_bit_rule_the_model_trains_with(tmp_path):
