@@ -44,6 +44,7 @@ setup(
         "test": [
             "pytest",
             "pytest-xdist",
+            "ruff",
             "matplotlib",
             "scikit-learn",
             "jax[cpu]",

@@ -234,7 +234,7 @@ def main(argv=None):
 
     def save(complete=False):
         # After every case: a run cut short (a time limit) keeps what it measured.
-        return save_results(args, config, results, started, complete)
+        return save_results(args, argv, config, results, started, complete)
 
     for model_name in args.models:
         for jit_compile in jit_modes(args.torch_compile):
@@ -268,8 +268,11 @@ def main(argv=None):
     return results
 
 
-def save_results(args, config, results, started, complete):
-    """results.json (with targets and config) and table.md; returns the table."""
+def save_results(args, argv, config, results, started, complete):
+    """results.json (with targets and config) and table.md; returns the table.
+
+    `argv` is what `main` was given (None: `sys.argv[1:]`), the command line
+    the results record."""
     import keras
 
     results["complete"] = complete

@@ -356,8 +356,8 @@ def _cell_line(cell):
 
 def sweep_table(cells, inits):
     lines = [
-        f"| init std | hidden layers | optimizer | lr | exact: median MSE | exact: fitted | "
-        f"linear: median MSE | linear: fitted | log10(linear / exact) |",
+        "| init std | hidden layers | optimizer | lr | exact: median MSE | exact: fitted | "
+        "linear: median MSE | linear: fitted | log10(linear / exact) |",
         "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cells:
