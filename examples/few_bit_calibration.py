@@ -38,6 +38,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_linbp import _backend  # noqa: E402  (the rule primitive, for a table per layer)
+from keras_linbp import _few_bit  # noqa: E402  (the packed-codes backward of a table)
 from keras_linbp import tables  # noqa: E402
 from keras_linbp._derivatives import DERIVATIVES  # noqa: E402  (numpy f', for the tables' error)
 
@@ -55,7 +56,7 @@ class TableActivation(keras.layers.Layer):
     def __init__(self, activation, table=None, **kwargs):
         super().__init__(**kwargs)
         self.activation = keras.activations.get(activation)
-        self.rule = None if table is None else _backend.FewBitRule(*map(tuple, table))
+        self.rule = None if table is None else _few_bit.FewBitRule(*map(tuple, table))
 
     def call(self, x):
         if self.rule is None:
