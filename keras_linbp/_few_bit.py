@@ -97,19 +97,66 @@ class FewBitRule:
 
 
 def _codes(x, bounds):
-    """uint8 codes: the number of `bounds` <= x, elementwise."""
+    """uint8 codes: the number of `bounds` <= x, elementwise.
+
+    The same codes on every backend and input dtype:
+    `np.searchsorted(bounds, x.astype("float32"), side="right")`, the
+    bounds being the exact (float64) numbers given. Each bound is replaced
+    by the least number of the input's dtype at or above it (for an input of
+    that dtype, `x >= bound` exactly when `x >= that number`), so the
+    comparison is exact in the input's own dtype: a bfloat16 / float16
+    input is neither copied to float32 nor compared with a bound rounded to
+    the nearest 16-bit number (-0.78 -> -0.78125 gave ~0.08 % of random
+    bfloat16 inputs the neighbouring level on JAX and PyTorch). NaN gets the
+    top code, `len(bounds)`, as in TensorFlow's Bucketize and numpy's
+    searchsorted (which sort NaN last). Subnormal inputs may be read as zero
+    where the backend flushes them (TensorFlow and XLA on CPU). Float64
+    inputs on TensorFlow are compared with the bounds rounded up to float32
+    (Bucketize's boundaries are float32).
+    """
+
+    def _least_at_or_above(bounds, dtype):
+        """For each bound, the least number of `dtype` (bfloat16, float16,
+        float32 or float64) at or above it, as Python floats (exact: each is a
+        float32 or float64 number): a comparison of a `dtype` input with it in
+        `dtype` is the exact comparison with the bound."""
+        import numpy as np
+
+        exact = np.asarray(bounds, np.float64)
+        if dtype == "float64":
+            return exact.tolist()
+        narrow = np.float16 if dtype == "float16" else np.float32
+        rounded = exact.astype(narrow)
+        up = np.nextafter(rounded, narrow(np.inf))
+        rounded = np.where(rounded.astype(np.float64) < exact, up, rounded)
+        if dtype == "bfloat16":
+            # bfloat16 is the upper half of a float32: round the float32 up to
+            # it (away from zero when positive, towards zero when negative).
+            bits = rounded.view(np.uint32)
+            low = bits & np.uint32(0xFFFF)
+            bits = bits - low
+            bits = np.where((low != 0) & (rounded > 0), bits + np.uint32(0x10000), bits)
+            rounded = bits.astype(np.uint32).view(np.float32)
+        return rounded.astype(np.float64).tolist()
+
+    dtype = keras.backend.standardize_dtype(x.dtype)
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         # One op: TensorFlow's executor would run every comparison of a
         # Python loop before the sums, holding 2 * len(bounds) full-size
-        # temporaries at once.
-        if x.dtype not in (tf.float32, tf.float64):
-            x = tf.cast(x, tf.float32)  # Bucketize takes no float16 / bfloat16
-        return tf.cast(tf.raw_ops.Bucketize(input=x, boundaries=list(bounds)), tf.uint8)
-    codes = keras.ops.zeros_like(x, dtype="uint8")
-    for bound in bounds:
-        codes = codes + keras.ops.cast(keras.ops.greater_equal(x, bound), "uint8")
+        # temporaries at once. Bucketize takes no float16 / bfloat16: the
+        # float32 cast is a forward temporary (the residual is the codes).
+        if dtype not in ("float32", "float64"):
+            x = tf.cast(x, tf.float32)
+        boundaries = _least_at_or_above(bounds, "float32")
+        return tf.cast(tf.raw_ops.Bucketize(input=x, boundaries=boundaries), tf.uint8)
+    if dtype not in ("bfloat16", "float16", "float32", "float64"):
+        x, dtype = keras.ops.cast(x, "float32"), "float32"
+    # Counted down from the top by `x < bound`, which is False for NaN.
+    codes = keras.ops.full_like(x, len(bounds), dtype="uint8")
+    for threshold in _least_at_or_above(bounds, dtype):
+        codes = codes - keras.ops.cast(keras.ops.less(x, threshold), "uint8")
     return codes
 
 

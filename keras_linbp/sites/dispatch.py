@@ -21,7 +21,11 @@ metrics, optimizers) an op always runs the original.
 
 While a dispatched function runs, nested dispatch is off: the ops inside a
 `Dense` activation, a `ReLU` layer or an already replaced function are part
-of that one site.
+of that one site. So it is, with the ops installed, while a Keras activation
+that is not a site runs (`_exact_functions`: `mish` computes
+`x * tanh(softplus(x))` with the backend `softplus`, `celu`, `glu`,
+`log_sigmoid`, ...): an op site is a call the user makes, and such an
+activation keeps exact backprop as a whole.
 
 Two more things make the same sites found by every way of running a model:
 
@@ -39,6 +43,8 @@ Two more things make the same sites found by every way of running a model:
   as in eager mode.
 """
 
+import functools
+import inspect
 import threading
 import weakref
 
@@ -85,6 +91,7 @@ OP_FUNCTIONS = {
     ),
     "numpy": ("tanh",),
 }
+_SITE_OPS = frozenset(name for names in OP_FUNCTIONS.values() for name in names)
 
 _lock = threading.Lock()
 # key -> [original, dispatcher, users, owner]; key is ("attr", id(layer),
@@ -219,6 +226,25 @@ def _make_op_dispatcher(op, original):
     return dispatch
 
 
+def _make_exact(original):
+    def exact(*args, **kwargs):
+        st = state()
+        if st.guard or not (st.replacements or st.observers):
+            return original(*args, **kwargs)
+        st.guard += 1
+        try:
+            return original(*args, **kwargs)
+        finally:
+            st.guard -= 1
+
+    exact.__name__ = getattr(original, "__name__", "activation")
+    # Eager under torch.compile: the guard must be set while the
+    # dispatchers inside run (they run eagerly too).
+    exact = _eager_under_torch_compile(exact)
+    exact._linbp_original = original
+    return exact
+
+
 def _make_scoped_call(key, layer, attribute, original):
     layer_ref = weakref.ref(layer)
 
@@ -288,35 +314,64 @@ def _uninstall(key, layer, attribute):
 
 
 def _each_op():
-    """`(module, name, key)` of every re-routed backend function."""
+    """`(owner, name, key, make)` of every re-routed backend function and
+    every `_exact_functions` entry; `make(original)` gives its replacement."""
     modules = _compat.backend_op_modules()
     for module_name, names in OP_FUNCTIONS.items():
         for name in names:
-            yield modules[module_name], name, ("op", module_name, name)
+            yield modules[module_name], name, ("op", module_name, name), functools.partial(_make_op_dispatcher, name)
+    for owner, name in _exact_functions():
+        yield owner, name, ("exact", id(owner), name), _make_exact
+
+
+def _exact_functions():
+    """`(owner, name)` of each Keras activation that is not a site but may
+    compute with functions that are, kept exact as a whole: the backend
+    functions named like a `keras.activations` function (`log_sigmoid`,
+    `celu`, `glu`, ...: which call re-routed ones depends on the backend),
+    and the `static_call` of the operation classes of Keras's activations
+    module (`keras.activations.mish(x)` is `Mish.static_call(x)`, which
+    calls the backend `softplus`; not `ReLU`'s, whose calls are relu sites).
+    The classes are a Keras internal: if Keras moves them, none is found and
+    the op sites tests fail."""
+    nn = _compat.backend_op_modules()["nn"]
+    for name in sorted(dir(keras.activations)):
+        if not name.startswith("_") and name not in _SITE_OPS and callable(getattr(nn, name, None)):
+            yield nn, name
+    for value in list(vars(inspect.getmodule(keras.activations.mish)).values()):
+        if isinstance(value, type) and isinstance(value.__dict__.get("static_call"), staticmethod):
+            if value.__name__.lower() not in _SITE_OPS:
+                yield value, "static_call"
 
 
 def install_ops():
-    """Puts dispatchers on the backend activation functions (counted)."""
+    """Puts dispatchers on the backend activation functions, and the exact
+    guards of `_exact_functions` (counted)."""
     with _lock:
-        for module, name, key in _each_op():
+        for owner, name, key, make in _each_op():
             record = _installed.get(key)
             if record is None:
-                original = getattr(module, name)
-                dispatcher = _make_op_dispatcher(name, original)
-                record = _installed[key] = [original, dispatcher, 0, module]
-                setattr(module, name, dispatcher)
+                # The attribute itself (a class's staticmethod object), so
+                # that uninstalling puts back exactly what was there.
+                original = owner.__dict__[name]
+                function = original.__func__ if isinstance(original, staticmethod) else original
+                replacement = make(function)
+                if isinstance(original, staticmethod):
+                    replacement = staticmethod(replacement)
+                record = _installed[key] = [original, replacement, 0, owner]
+                setattr(owner, name, replacement)
             record[2] += 1
 
 
 def uninstall_ops():
     """Undoes one `install_ops`; the last one restores Keras's functions."""
     with _lock:
-        for module, name, key in _each_op():
+        for owner, name, key, _ in _each_op():
             record = _installed[key]
             record[2] -= 1
             if record[2] == 0:
                 del _installed[key]
-                setattr(module, name, record[0])
+                setattr(owner, name, record[0])
 
 
 def op_original(op):
