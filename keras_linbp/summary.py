@@ -116,20 +116,15 @@ def _row(site, rule, text, note):
 
 
 def _header(model, options, rows):
-    slope = options.slope
-    if isinstance(slope, dict):
-        slope = "per site"
-    elif not isinstance(slope, str):
-        slope = f"{slope:g}"
     mode = rules.get(options.backprop)
+    value = getattr(options, mode.setting)
+    if isinstance(value, dict):
+        value = "per site"
+    elif isinstance(value, float):
+        value = f"{value:g}"
     is_linbp_model = callable(getattr(model, "linearize_options", None))
     title = "LinearBackpropModel" if is_linbp_model else type(model).__name__
     when = "in training" if is_linbp_model else "under `linearize`"
-    if options.backprop == "few_bit":
-        bits = "per site" if isinstance(options.bits, dict) else options.bits
-        settings = f"bits={bits}"
-    else:
-        settings = f"slope={slope}"
     # Sites under the mode's rule, fixed ones included; an exact mode
     # counts every site that is not exact.
     label = "linear" if mode.exact else mode.label
@@ -138,7 +133,7 @@ def _header(model, options, rows):
     )
     words = label.replace("_", "-")
     return (
-        f'{title} "{model.name}": backprop={options.backprop!r}, {settings}; '
+        f'{title} "{model.name}": backprop={options.backprop!r}, {mode.setting}={value}; '
         f"{count} of {len(rows)} activation sites use the {words} backward rule {when}."
     )
 
@@ -167,7 +162,7 @@ def linbp_summary(model, print_fn=None, options=None):
     options = _options_for(model, options)
     rows = site_rows(model, options)
     # The few-bit columns where a site keeps codes (the mode, or a fixed rule).
-    few_bit = options.backprop == "few_bit" or any(row.bits for row in rows)
+    few_bit = rules.get(options.backprop).setting == "bits" or any(row.bits for row in rows)
     columns = _FEW_BIT_COLUMNS if few_bit else _COLUMNS
     table = [columns] + [
         (

@@ -6,6 +6,7 @@ import keras
 
 from keras_linbp import _probe_data
 from keras_linbp import _validation
+from keras_linbp import rules
 from keras_linbp.calibration import calibrate_slopes
 from keras_linbp.models.schedule import _AutoSlopes
 
@@ -156,7 +157,7 @@ class AutoSlopeMixin:
         """`keras.Model.fit`; with `slope="auto"` it first calibrates the
         slopes on the first batch of `x` (and again each epoch unless
         `recalibrate` says otherwise)."""
-        if self.slope == "auto" and self.backprop == "linear" and self._recalibrate != "never":
+        if self.slope == "auto" and rules.get(self.backprop).reads_slope and self._recalibrate != "never":
             probe = _probe_data.first_inputs(x, _probe_data.DEFAULT_MAX_SAMPLES)
             if probe is None:
                 if self.calibrated_slopes is None:

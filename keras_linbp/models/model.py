@@ -13,6 +13,7 @@ import keras
 from keras_linbp import _compat
 from keras_linbp import _validation
 from keras_linbp import options as linbp_options
+from keras_linbp import rules
 from keras_linbp import sites as linbp_sites
 from keras_linbp import summary
 from keras_linbp.linearize import linearize
@@ -247,7 +248,7 @@ class LinearBackpropModel(AutoSlopeMixin, keras.Model):
     def make_train_function(self, force=False):
         # Observe the sites now, outside the traced step: JAX's trainer
         # keeps variable values only inside its stateless step.
-        if self.backprop != "exact" and self.built:
+        if not rules.get(self.backprop).exact and self.built:
             try:
                 linbp_sites.find_activation_sites(self)
             except ValueError:
@@ -258,7 +259,7 @@ class LinearBackpropModel(AutoSlopeMixin, keras.Model):
         # Keras's own train_step, traced with the selected sites swapped to
         # the linear rule. With MirroredStrategy every replica thread runs
         # train_step, and the swap is per thread.
-        if self.backprop == "exact":
+        if rules.get(self.backprop).exact:
             return super().train_step(*args, **kwargs)
         data = args[-1] if args else kwargs.get("data")
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)

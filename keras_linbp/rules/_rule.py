@@ -42,6 +42,8 @@ class Rule:
     exact: ClassVar[bool] = False
     # Whether the rule reads the options' `slope` (only linear backprop does).
     reads_slope: ClassVar[bool] = False
+    # The option a summary's header shows for this mode (few-bit: `bits`).
+    setting: ClassVar[str] = "slope"
 
     def residual(self, x):
         return None
