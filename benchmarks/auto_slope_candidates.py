@@ -15,6 +15,9 @@ and writes the ratios linear / exact to `results.json`. A ratio near 1
 means the linear rule's gradient has exact backprop's scale.
 
     python benchmarks/auto_slope_candidates.py --out results/auto_slope_candidates
+    python benchmarks/auto_slope_candidates.py --quick --out /tmp/auto_slope   # seconds
+
+`--quick` (for tests): MobileNetV2 only, one seed, a batch of 8.
 """
 
 import argparse
@@ -97,10 +100,19 @@ def measure(name, x, y, seed):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True)
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=None,
+                        help="default: all (with --quick: MobileNetV2)")
+    parser.add_argument("--seeds", type=int, default=None, help="default 2 (with --quick: 1)")
+    parser.add_argument("--batch", type=int, default=None, help="default 64 (with --quick: 8)")
+    parser.add_argument("--quick", action="store_true",
+                        help="MobileNetV2, 1 seed, batch 8, for tests: seconds")
     args = parser.parse_args(argv)
+    if args.models is None:
+        args.models = ["MobileNetV2"] if args.quick else list(MODELS)
+    if args.seeds is None:
+        args.seeds = 1 if args.quick else 2
+    if args.batch is None:
+        args.batch = 8 if args.quick else 64
     x, y = digits_32(args.batch)
     rows = []
     for name in args.models:
@@ -119,9 +131,11 @@ def main(argv=None):
     result = {
         "command": repo_command(__file__, argv),
         "batch": args.batch,
+        "quick": args.quick,
         "rows": rows,
     }
     write_results(args.out, result)
+    return result
 
 
 if __name__ == "__main__":

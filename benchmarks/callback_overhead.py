@@ -28,6 +28,10 @@ image summary (done in a separate low-priority process) is timed too.
     python benchmarks/callback_overhead.py --out results/callback_overhead
     python benchmarks/callback_overhead.py --backend jax --out results/callback_overhead_jax
     python benchmarks/callback_overhead.py --backend torch --out results/callback_overhead_torch
+    python benchmarks/callback_overhead.py --quick --out /tmp/callback_overhead   # plumbing only, seconds
+
+`--quick` (for tests): 256 training and 64 validation images, 2 rounds of
+one epoch, 3 probe repeats, 2 renders; no measurement, the same results.json.
 
 On JAX and PyTorch the callbacks probe eagerly (`jax.grad` / `torch.autograd`,
 statistics in numpy) and TensorFlow only writes the summaries.
@@ -143,11 +147,19 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--probe-repeats", type=int, default=50)
     parser.add_argument("--backend", choices=("tensorflow", "jax", "torch"), default="tensorflow")
+    parser.add_argument("--quick", action="store_true",
+                        help="256 images, 2 rounds of 1 epoch, for tests: seconds, no measurement")
     args = parser.parse_args(argv)
+    renders = 5
+    if args.quick:
+        # Two rounds: the first is warm-up, the second the steady state.
+        args.rounds, args.epochs_per_round, args.probe_repeats, renders = 2, 1, 3, 2
     setup(args.backend)
     os.makedirs(args.out, exist_ok=True)
 
     x_train, x_val, y_train, y_val = load_digits()
+    if args.quick:
+        x_train, x_val, y_train, y_val = x_train[:256], x_val[:64], y_train[:256], y_val[:64]
     log_root = tempfile.mkdtemp(prefix="callback_overhead_")
     configurations = {
         "baseline": lambda d: [],
@@ -202,6 +214,9 @@ def main(argv=None):
         ),
         "backend": args.backend,
         "command": measure.repo_command(__file__, argv),
+        "quick": args.quick,
+        "train_size": len(x_train),
+        "validation_size": len(x_val),
         "steps_per_epoch": int(np.ceil(len(x_train) / args.batch_size)),
         "baseline_epoch_seconds": baseline,
         "configurations": {},
@@ -260,7 +275,7 @@ def main(argv=None):
         for i in range(3)
     }
     seconds = []
-    for _ in range(5):
+    for _ in range(renders):
         start = time.perf_counter()
         plotting.activation_histogram_grid_png(histograms, step=0)
         seconds.append(time.perf_counter() - start)

@@ -35,7 +35,11 @@ arithmetic on the same weights.
     python benchmarks/few_bit_memory.py --backend tensorflow --out results/few_bit_memory/tensorflow
     python benchmarks/few_bit_memory.py --backend jax --out results/few_bit_memory/jax
     python benchmarks/few_bit_memory.py --backend torch --out results/few_bit_memory/torch
-    python benchmarks/few_bit_memory.py --out /tmp/fbm --models GeluMLP --quick   # seconds
+    python benchmarks/few_bit_memory.py --out /tmp/fbm --models GeluMLP --quick   # a minute or two
+    python benchmarks/few_bit_memory.py --out /tmp/fbm --smoke   # plumbing only, seconds
+
+`--smoke` (for tests: a tiny GeluMLP, memory in this process) measures
+nothing; it writes the same results.json.
 """
 
 import argparse
@@ -57,11 +61,15 @@ MODELS = ("GeluMLP", "GPT2", "BERT", "ViT", "Gemma", "Llama", "EfficientNetB0", 
 HUB_MODELS = ("GPT2", "BERT", "ViT", "Gemma", "Llama")
 
 
-def gelu_mlp(quick=False):
+# GeluMLP's (width, batch) per size: the default, `--quick`, `--smoke`.
+GELU_MLP_SIZES = {"full": (1024, 512), "quick": (128, 64), "smoke": (32, 16)}
+
+
+def gelu_mlp(size="full"):
     import keras
     import numpy as np
 
-    width, batch = (128, 64) if quick else (1024, 512)
+    width, batch = GELU_MLP_SIZES[size]
     inputs = keras.Input((256,))
     hidden = inputs
     for _ in range(4):
@@ -73,7 +81,7 @@ def gelu_mlp(quick=False):
     return model, (x, y)
 
 
-def build_variant(model_name, variant, jit_compile, quick=False):
+def build_variant(model_name, variant, jit_compile, size="full"):
     """(compiled model, batch) of one variant."""
     import keras
 
@@ -81,7 +89,7 @@ def build_variant(model_name, variant, jit_compile, quick=False):
 
     def build():
         if model_name == "GeluMLP":
-            return gelu_mlp(quick)
+            return gelu_mlp(size)
         import real_model_builders
 
         return real_model_builders.BUILDERS[model_name]()
@@ -110,8 +118,9 @@ def jit_modes():
     return {"tensorflow": (False, True), "jax": (True,), "torch": (False,)}[measure.BACKEND]
 
 
-def memory_of_variant(variant, models, quick):
-    """In a fresh process: [{model, jit_compile, mib}] of one variant."""
+def memory_of_variant(variant, models, size):
+    """In a fresh process (`--smoke`: in this one): [{model, jit_compile,
+    mib}] of one variant."""
     import keras
     import step_probes
 
@@ -120,7 +129,7 @@ def memory_of_variant(variant, models, quick):
         for jit_compile in jit_modes():
             keras.backend.clear_session()
             gc.collect()
-            model, (x, y) = build_variant(model_name, variant, jit_compile, quick)
+            model, (x, y) = build_variant(model_name, variant, jit_compile, size)
             model.train_on_batch(x, y)  # trace / compile outside the measurement
             rows.append({"model": model_name, "jit_compile": jit_compile,
                          **step_probes.step_memory(model, x, y)})
@@ -129,13 +138,24 @@ def memory_of_variant(variant, models, quick):
 
 
 def memory_cases(args):
-    """Every variant in its own process, one after another (2 cores here)."""
-    command = [sys.executable, __file__, "--backend", measure.BACKEND, "--out", "-",
-               "--models", *args.models] + (["--quick"] if args.quick else [])
-    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
-    children = measure.run_children(
-        {variant: command + ["--child-memory", variant] for variant in VARIANTS},
-        parallel=measure.ON_GPU, env=env)
+    """Every variant in its own process, one after another (2 cores here);
+    `--smoke`, which measures nothing, in this process."""
+    if args.smoke:
+        # Seven fresh processes would spend far longer importing the
+        # framework than the tiny model takes. What is alive now (the
+        # framework's modules) is never garbage: frozen, each probe's
+        # gc.collect skips it.
+        gc.collect()
+        gc.freeze()
+        children = {variant: measure.Child(0, memory_of_variant(variant, args.models, args.size), None)
+                    for variant in VARIANTS}
+    else:
+        command = [sys.executable, __file__, "--backend", measure.BACKEND, "--out", "-",
+                   "--models", *args.models] + (["--quick"] if args.quick else [])
+        env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
+        children = measure.run_children(
+            {variant: command + ["--child-memory", variant] for variant in VARIANTS},
+            parallel=measure.ON_GPU, env=env)
     by_key, errors = {}, []
     for variant, child in children.items():
         if child.result is None:
@@ -163,7 +183,7 @@ def time_case(model_name, jit_compile, args):
 
     models, batch = {}, None
     for variant in TIMED_VARIANTS:
-        models[variant], batch = build_variant(model_name, variant, jit_compile, args.quick)
+        models[variant], batch = build_variant(model_name, variant, jit_compile, args.size)
     x, y = batch
     slowest = measure.slowest_step_seconds(models, x, y, warmup_steps=2, timed_steps=3)
     steps = max(2, int(args.block_seconds / max(slowest, 1e-4)))
@@ -224,15 +244,26 @@ def parse_args(argv=None):
     parser.add_argument("--backend", choices=measure.BACKENDS,
                         default=os.environ.get("KERAS_BACKEND", "tensorflow"))
     parser.add_argument("--out", required=True, help="directory for results.json and table.md")
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=None,
+                        help="default: all (with --smoke: GeluMLP)")
     parser.add_argument("--time-models", nargs="*", choices=MODELS, default=["GeluMLP"])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--block-seconds", type=float, default=0.4)
-    parser.add_argument("--quick", action="store_true", help="a narrow GeluMLP, 3 rounds: seconds")
+    parser.add_argument("--quick", action="store_true",
+                        help="a narrow GeluMLP, 3 rounds (each variant's memory in its own process)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny GeluMLP, memory in this process, for tests: seconds, no measurement")
     parser.add_argument("--child-memory", choices=VARIANTS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.quick and args.smoke:
+        parser.error("--quick and --smoke exclude each other")
+    args.size = "smoke" if args.smoke else "quick" if args.quick else "full"
+    if args.models is None:
+        args.models = ["GeluMLP"] if args.smoke else list(MODELS)
     if args.quick:
         args.repeats, args.block_seconds = 3, 0.05
+    if args.smoke:
+        args.repeats, args.block_seconds = 3, 0.005
     return args
 
 
@@ -250,7 +281,7 @@ def main(argv=None):
     if args.child_memory:
         import json
 
-        print(json.dumps(memory_of_variant(args.child_memory, args.models, args.quick)))
+        print(json.dumps(memory_of_variant(args.child_memory, args.models, args.size)))
         return None
     started = time.perf_counter()
     results = {"backend": measure.BACKEND, "memory": [], "time": [], "errors": []}
@@ -264,6 +295,7 @@ def main(argv=None):
     results["targets"] = targets(results)
     results["config"] = {
         "backend": measure.BACKEND, "models": list(args.models), "quick": args.quick,
+        "smoke": args.smoke, "memory_processes": "this one (--smoke)" if args.smoke else "one per variant",
         "time_models": list(args.time_models), "repeats": args.repeats,
         "block_seconds": args.block_seconds, "threads": measure.thread_config(),
         "device": measure.device_name(), "memory_metric": step_probes.MEMORY_DESCRIPTION[measure.BACKEND],

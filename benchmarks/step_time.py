@@ -42,7 +42,8 @@ alive at a time and each variant in its own process: an allocator's peak
 depends on what the process allocated before (TensorFlow's, measured after
 the exact network, read up to 40 % higher), and in its own process every
 variant has the same history (the same sequence of models). With a GPU the
-four processes run at once.
+four processes run at once. (`--smoke`, which measures nothing, runs them
+in this process.)
 
 - TensorFlow (`tf_allocator_peak`): TF allocator peak during the step minus
   the memory in use just before it (`tf.config.experimental.get_memory_info`
@@ -84,6 +85,7 @@ rewritten after every case, so a run cut short keeps what it measured.
     python benchmarks/step_time.py --backend torch --out results/step_time_torch
     python benchmarks/step_time.py --backend jax --out /tmp/st --quick    # ratios +-10 %
     python benchmarks/step_time.py --backend torch --out /tmp/st --smoke  # plumbing only
+    python benchmarks/step_time.py --out /tmp/st --smoke --models mlp_gelu  # seconds
     bash benchmarks/gpu_step_time.sh    # on a GPU machine, see the script
 """
 
@@ -185,7 +187,9 @@ def parse_args(argv=None):
     parser.add_argument("--out", required=True, help="directory for results.json and table.md")
     parser.add_argument("--quick", action="store_true", help="smaller networks, 5 rounds")
     parser.add_argument(
-        "--smoke", action="store_true", help="tiny networks, for tests: seconds, no measurement"
+        "--smoke",
+        action="store_true",
+        help="tiny networks, memory in this process, for tests: seconds, no measurement",
     )
     parser.add_argument("--repeats", type=int, default=None, help="interleaved rounds (>= 5)")
     parser.add_argument(
@@ -298,6 +302,7 @@ def save_results(args, argv, config, results, started, complete):
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "tensorflow_imported": "tensorflow" in sys.modules,
+        "memory_processes": "this one (--smoke)" if args.smoke else "one per variant",
         "command": measure.repo_command(__file__, argv),
         "seconds": round(time.perf_counter() - started, 1),
     }

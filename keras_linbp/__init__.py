@@ -11,11 +11,13 @@ __version__ = "0.2.0"
 from keras_linbp import activations
 from keras_linbp import layers
 from keras_linbp import ops
+from keras_linbp import rules
 from keras_linbp import tables
 from keras_linbp import sites
 from keras_linbp.activations import linear_backprop
 from keras_linbp.activations import straight_through
 from keras_linbp.ops import few_bit
+from keras_linbp.ops import from_output
 from keras_linbp.tables import few_bit_table
 from keras_linbp.layers import LinearBackprop
 from keras_linbp import binary
@@ -36,12 +38,14 @@ __all__ = [
     "callbacks",
     "few_bit",
     "few_bit_table",
+    "from_output",
     "layers",
     "linbp_summary",
     "linear_backprop",
     "linearize",
     "models",
     "ops",
+    "rules",
     "sites",
     "straight_through",
     "tables",

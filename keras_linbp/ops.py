@@ -29,13 +29,15 @@ backward pass, so the activation's input is not kept alive; the
 straight-through rule keeps a boolean mask.
 """
 
+import keras
+
 from keras_linbp import _table
 from keras_linbp import _validation
 from keras_linbp import rules
 from keras_linbp import tables
 from keras_linbp.rules import check_floating
 
-__all__ = ["check_floating", "few_bit", "linear_backprop", "straight_through"]
+__all__ = ["check_floating", "few_bit", "from_output", "linear_backprop", "straight_through"]
 
 
 def _rule_function(activation, rule, entry_point):
@@ -198,3 +200,49 @@ def few_bit(activation, bits=2):
         # `few_bit(keras.activations.mish)`, not the table's list of names.
         tables.table_name(activation)
     return _rule_function(activation, rule, "keras_linbp.few_bit")
+
+
+def from_output(activation):
+    """Returns `activation` with its exact gradient, recovered from its output.
+
+    Forward: `activation(a)`, unchanged. Backward: `upstream * f'(a)`,
+    exact up to float32 rounding, with `f'` computed from the output `y`
+    (the tensor the next layer keeps anyway, so it costs no memory of its
+    own) and, for activations that are not monotone (gelu, silu/swish,
+    mish, hard_silu), one branch bit per element, packed 8 to a byte: the
+    input `a` is not kept. Tempo's in-place GELU (Andoorveedu et al.,
+    NeurIPS 2022) for every backend. Float16 / bfloat16 derivatives are
+    computed in float32.
+
+    Args:
+        activation: a name (`"gelu"`, `"mish"`, `"tanh"`, ...) or Keras's
+            activation function of that name; the names are
+            `keras_linbp.rules.FROM_OUTPUT_NAMES`.
+
+    Returns:
+        A `keras_linbp.rules.RuleFunction` (`fn.backward_rule` is its
+        `FromOutputRule`).
+
+    Raises:
+        ValueError: for an activation it cannot invert (softmax, a custom
+            callable; the message names it) or an unknown name.
+        NotImplementedError: on a Keras backend other than TensorFlow,
+            JAX or PyTorch.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> import keras_linbp
+    >>> fn = keras_linbp.from_output("gelu")
+    >>> x = keras.ops.convert_to_tensor(np.array([-3.0, -1.0, 0.5, 2.0], "float32"))
+    >>> from keras_linbp import _backend
+    >>> exact = _backend.elementwise_derivative(keras.activations.gelu, x)
+    >>> bool(np.allclose(_backend.elementwise_derivative(fn, x), exact, atol=1e-4))
+    True
+    """
+    _validation.require_supported_backend("keras_linbp.from_output")
+    if isinstance(activation, str) and activation not in _table.valid_names():
+        # Keras-only names the rule inverts (`"mish"`); an unknown name
+        # gets Keras's error.
+        activation = keras.activations.get(activation)
+    return _rule_function(activation, rules.FromOutputRule(), "keras_linbp.from_output")

@@ -25,9 +25,10 @@ __all__ = ["SiteRow", "UNCHECKED_GATE_NOTE", "linbp_summary", "site_rows"]
 
 UNCHECKED_GATE_NOTE = "gate detection: not checked inside call()"
 
-_COLUMNS = ("#", "site", "reached by", "layer", "activation", "rule", "slope", "note")
-# backprop="few_bit": the code width and the bytes kept per element instead of the slope.
-_FEW_BIT_COLUMNS = ("#", "site", "reached by", "layer", "activation", "rule", "bits", "bytes/elem", "note")
+_SITE_COLUMNS = ("#", "site", "reached by", "layer", "activation", "rule")
+# The rule's own columns (`Rule.summary_fields`): linear's slope, few-bit's
+# code width, the bytes a site keeps per element for the backward.
+_FIELD_HEADINGS = {"slope": "slope", "bits": "bits", "kept": "bytes/elem"}
 
 
 class SiteRow(NamedTuple):
@@ -41,8 +42,10 @@ class SiteRow(NamedTuple):
         slope: the slope in force at a linear site, as text (`"auto"`
             while `slope="auto"` is not calibrated there); `""` elsewhere.
         bits: the code width at a few-bit site, as text; `""` elsewhere.
-        kept: the bytes a few-bit site keeps per element for the backward
-            (`keras_linbp.tables.bytes_per_element`), as text; `""` elsewhere.
+        kept: the bytes the site's rule keeps per element for the backward
+            (`Rule.bytes_per_element`; from-output: `"0.125 + output"`, the
+            output being the tensor the next layer keeps), as text; `""`
+            at an exact site.
         note: why the site is exact (or how it fixes its rule), in words;
             for a bounded activation inside a layer's own `call()`, also
             `UNCHECKED_GATE_NOTE` (whether it is a gate cannot be known
@@ -117,11 +120,14 @@ def _row(site, rule, text, note):
 
 def _header(model, options, rows):
     mode = rules.get(options.backprop)
-    value = getattr(options, mode.setting)
-    if isinstance(value, dict):
-        value = "per site"
-    elif isinstance(value, float):
-        value = f"{value:g}"
+    setting = ""
+    if mode.setting is not None:
+        value = getattr(options, mode.setting)
+        if isinstance(value, dict):
+            value = "per site"
+        elif isinstance(value, float):
+            value = f"{value:g}"
+        setting = f", {mode.setting}={value}"
     is_linbp_model = callable(getattr(model, "linearize_options", None))
     title = "LinearBackpropModel" if is_linbp_model else type(model).__name__
     when = "in training" if is_linbp_model else "under `linearize`"
@@ -133,9 +139,18 @@ def _header(model, options, rows):
     )
     words = label.replace("_", "-")
     return (
-        f'{title} "{model.name}": backprop={options.backprop!r}, {mode.setting}={value}; '
+        f'{title} "{model.name}": backprop={options.backprop!r}{setting}; '
         f"{count} of {len(rows)} activation sites use the {words} backward rule {when}."
     )
+
+
+def _fields(mode, rows):
+    """The rule columns: the mode's own; the few-bit ones (code width, bytes
+    kept) instead of a slope where a fixed few-bit site keeps codes."""
+    fields = list(mode.summary_fields)
+    if any(row.bits for row in rows) and "bits" not in fields:
+        fields = ["bits", "kept"] if fields == ["slope"] else ["bits", *fields]
+    return fields
 
 
 def linbp_summary(model, print_fn=None, options=None):
@@ -144,9 +159,10 @@ def linbp_summary(model, print_fn=None, options=None):
     Columns: depth (call order), site path, how the site is reached
     (`attribute`, `layer call`, or `op` inside a layer's own `call()`),
     layer class, activation, rule (`linear`, `few_bit`, `exact`, or
-    `<rule>-fixed` for sites that fix their own rule), slope (with
-    `backprop="few_bit"`: bits and the bytes kept per element for the
-    backward instead), and why a site is exact (a site whose activation
+    `<rule>-fixed` for sites that fix their own rule), the rule's own
+    columns (`Rule.summary_fields`: the slope; with `backprop="few_bit"`
+    the bits and the bytes kept per element for the backward; with
+    `backprop="from_output"` the bytes kept), and why a site is exact (a site whose activation
     has no few-bit table stays exact, and says so).
     Then the non-linear TensorFlow ops the forward pass applies outside
     every site (direct `tf.nn.*` / `tf.math.*` calls, which no Keras
@@ -161,9 +177,8 @@ def linbp_summary(model, print_fn=None, options=None):
     print_fn = print_fn or print
     options = _options_for(model, options)
     rows = site_rows(model, options)
-    # The few-bit columns where a site keeps codes (the mode, or a fixed rule).
-    few_bit = rules.get(options.backprop).setting == "bits" or any(row.bits for row in rows)
-    columns = _FEW_BIT_COLUMNS if few_bit else _COLUMNS
+    fields = _fields(rules.get(options.backprop), rows)
+    columns = (*_SITE_COLUMNS, *(_FIELD_HEADINGS[field] for field in fields), "note")
     table = [columns] + [
         (
             str(row.site.depth),
@@ -172,7 +187,7 @@ def linbp_summary(model, print_fn=None, options=None):
             type(row.site.layer).__name__,
             row.site.activation_name,
             row.rule,
-            *((row.bits, row.kept) if few_bit else (row.slope,)),
+            *(getattr(row, field) for field in fields),
             row.note,
         )
         for row in rows

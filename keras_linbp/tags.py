@@ -95,7 +95,7 @@ EXACT = "exact"
 LINEAR = "linear"
 # The names of `keras_linbp.rules.MODES` (a test keeps them equal; this
 # module imports only the standard library, for readers of event files).
-RULES = (EXACT, LINEAR, "few_bit")
+RULES = (EXACT, LINEAR, "few_bit", "from_output")
 
 # What a gradient_flow tag measures, stored as the summary's description
 # (so a reader of the event file can tell without the model).

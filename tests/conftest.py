@@ -47,6 +47,11 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "all_backends: runs on every Keras backend (TensorFlow, JAX, PyTorch)"
     )
+    # A label, not a filter: slow tests run like every other (`-m "not slow"`
+    # leaves them out of a quick local run).
+    config.addinivalue_line(
+        "markers", "slow: an example or benchmark run end to end in a subprocess (~10-30 s)"
+    )
     for line in THIRD_PARTY_WARNINGS:
         config.addinivalue_line("filterwarnings", line)
 

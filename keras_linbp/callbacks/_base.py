@@ -8,11 +8,12 @@ the model's activation sites swapped (`keras_linbp.sites.swap_sites`) for
 wrappers that record their input `a`. On TensorFlow the statistics and the
 `tf.summary` writes happen inside one traced function, so nothing but a few
 small arrays (for the image summary) leaves the device; on JAX and PyTorch
-the passes run eagerly (`_eager`), the statistics are computed in numpy and
-TensorFlow only writes the summaries, as `keras.callbacks.TensorBoard` does
-there. How many passes a probe runs is the subclass's:
-`SaturationHistograms` one inference forward, `GradientFlow` two forward
-and backward passes.
+the passes run eagerly (`_eager`), the same `keras.ops` statistics
+(`_statistics`) run on their tensors and TensorFlow only writes the
+summaries, as `keras.callbacks.TensorBoard` does there. Only the
+derivatives are taken per backend (`_gradients`). How many passes a probe
+runs is the subclass's: `SaturationHistograms` one inference forward,
+`GradientFlow` two forward and backward passes.
 """
 
 import threading
@@ -56,7 +57,7 @@ class ProbeCallback(keras.callbacks.Callback):
         # keras.callbacks.TensorBoard: an ImportError now, saying what to
         # install, rather than at the start of training.
         _tensorflow.require(type(self).__name__)
-        self._eager = keras.backend.backend() != "tensorflow"
+        self._eager = not _tensorflow.traced()
         self.log_dir = _validation.check_directory("log_dir", log_dir)
         _probe_data.check_data(data)
         self.data = data

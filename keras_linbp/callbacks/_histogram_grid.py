@@ -12,7 +12,7 @@ import struct
 import time
 import warnings
 
-import numpy as np
+import keras
 
 from keras_linbp import render
 from keras_linbp import tags
@@ -56,7 +56,7 @@ class HistogramGridImages:
         if not image_counts or self._failed or not self._due():
             return
         histograms = {
-            stem: (np.asarray(counts), np.asarray(edges))
+            stem: (keras.ops.convert_to_numpy(counts), keras.ops.convert_to_numpy(edges))
             for stem, (counts, edges) in image_counts.items()
         }
         if self._executor is None:

@@ -7,10 +7,13 @@ Uses only the public API of `keras_linbp.sites`: `find_activation_sites`,
 import re
 import warnings
 
+import keras
+
 from keras_linbp import activations as linbp_activations
 from keras_linbp import rules
 from keras_linbp import sites as linbp_sites
 from keras_linbp.callbacks._tensorflow import tf
+from keras_linbp.callbacks._tensorflow import traced
 
 
 # Inspection leaves no kind of site out: the `sites` argument alone selects.
@@ -129,64 +132,88 @@ def saturation_kind(site, plain):
 
 
 class SiteRecorder:
-    """Makes `swap_sites` replacements that keep each site's input.
+    """Makes `swap_sites` replacements that keep each site's input, for the
+    traced TensorFlow probe and the eager JAX / PyTorch probe alike.
 
-    Only tensors of the graph being traced are kept: a site inside a
-    `tf.while_loop` (an RNN cell) lives in the loop's body graph and cannot
-    be read outside it; such sites are listed in `skipped`.
+    `inputs[key]` is the input of the site's last call, `extra_args[key]`
+    the arguments that came with it, `calls[key]` how many calls there
+    were. A site inside a loop cannot be recorded (one time step would pass
+    for the whole sequence) and is listed in `skipped`: on TensorFlow one
+    called in another graph than the one being traced (a `tf.while_loop`
+    body, whose tensors cannot be read outside it); elsewhere an RNN cell
+    (its layer has a `state_size`), or on JAX any call on an abstract value
+    (a `lax.scan` body).
 
     Args:
-        replace: optional `(site, original) -> function`: what the site
-            runs (default: `original`).
-        on_input: optional `inputs -> None`, called with each recorded
-            input (e.g. to watch it on a gradient tape).
         isolate: give each site its own copy (`tf.identity`) of its input,
             so that the gradient with respect to a recorded input is the
             one flowing back through that site alone -- not also through
             other uses of the same tensor (two activations of one `a` in a
-            custom `call()`, a skip connection).
+            custom `call()`, a skip connection). TensorFlow only.
     """
 
-    def __init__(self, replace=None, on_input=None, isolate=False):
+    def __init__(self, isolate=False):
         self.inputs = {}
         self.extra_args = {}
+        self.calls = {}
         self.skipped = []
-        self._replace = replace
-        self._on_input = on_input
+        self._replace = None
+        self._on_input = None
         self._isolate = isolate
         self._nested = set()
         self._graph = None
 
-    def start(self, replace=None):
-        """Clears what an earlier trace recorded; `replace` overrides the
-        constructor's for this trace."""
+    def start(self, replace=None, on_input=None):
+        """Clears what an earlier pass recorded.
+
+        Args:
+            replace: optional `(site, original) -> function`: what the site
+                runs in this pass (default: `original`).
+            on_input: optional `inputs -> None`, called with each recorded
+                input (e.g. to watch it on a gradient tape).
+        """
         self.inputs.clear()
         self.extra_args.clear()
+        self.calls.clear()
         self._nested = set()
-        self._graph = tf.compat.v1.get_default_graph()
-        if replace is not None:
-            self._replace = replace
+        self._replace = replace
+        self._on_input = on_input
+        if traced():
+            self._graph = tf.compat.v1.get_default_graph()
+
+    def _in_loop(self, site, inputs):
+        if traced():
+            return tf.compat.v1.get_default_graph() is not self._graph
+        if hasattr(site.layer, "state_size"):
+            return True
+        if keras.backend.backend() == "jax":
+            import jax
+
+            return isinstance(inputs, jax.core.Tracer)
+        return False
 
     def __call__(self, site, original):
         function = self._replace(site, original) if self._replace else original
         key = site_key(site)
 
         def record(inputs, *args, **kwargs):
-            if tf.compat.v1.get_default_graph() is not self._graph:
+            if key in self._nested or self._in_loop(site, inputs):
                 # Also drop what an earlier call outside the loop recorded
-                # (Keras's RNN runs the cell once on step 0 for shapes):
-                # one time step would pass for the whole sequence.
+                # (Keras's RNN runs the cell once on step 0 for shapes).
                 self._nested.add(key)
                 self.inputs.pop(key, None)
+                self.extra_args.pop(key, None)
+                self.calls.pop(key, None)
                 if all(site_key(s) != key for s in self.skipped):
                     self.skipped.append(site)
-            elif key not in self._nested:
+            else:
                 if self._isolate:
                     inputs = tf.identity(inputs)
                 if self._on_input is not None:
                     self._on_input(inputs)
                 self.inputs[key] = inputs
                 self.extra_args[key] = (args, kwargs)
+                self.calls[key] = self.calls.get(key, 0) + 1
             return function(inputs, *args, **kwargs)
 
         return record

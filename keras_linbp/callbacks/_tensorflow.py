@@ -35,6 +35,12 @@ class LazyModule:
 tf = LazyModule("tensorflow")
 
 
+def traced():
+    """Whether the callbacks' probe is a traced `tf.function` (the
+    TensorFlow backend) rather than eager passes (JAX, PyTorch)."""
+    return keras.backend.backend() == "tensorflow"
+
+
 def loaded():
     """Whether TensorFlow has been imported (by anyone) in this process."""
     return sys.modules.get("tensorflow") is not None
@@ -59,7 +65,7 @@ def require(owner):
             f"keras.callbacks.TensorBoard does on every Keras backend) and could "
             f"not import it ({error}): {INSTALL_HINT}."
         ) from error
-    if keras.backend.backend() != "tensorflow":
+    if not traced():
         try:
             tensorflow.config.set_visible_devices([], "GPU")
         except (RuntimeError, ValueError):

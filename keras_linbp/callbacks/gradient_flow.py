@@ -3,12 +3,8 @@ under the rule the model trains with (linear backprop for other models),
 in TensorBoard. Its tags are listed in
 `keras_linbp.tags`."""
 
-import types
-
 import keras
-import numpy as np
 
-from keras_linbp import _compat
 from keras_linbp import _probe_data
 from keras_linbp import _validation
 from keras_linbp import options as linbp_options
@@ -17,6 +13,7 @@ from keras_linbp import sites as linbp_sites
 from keras_linbp import tags
 from keras_linbp.callbacks import _base
 from keras_linbp.callbacks import _eager
+from keras_linbp.callbacks import _gradients
 from keras_linbp.callbacks import _sites
 from keras_linbp.callbacks import _statistics
 from keras_linbp.callbacks._tensorflow import tf
@@ -38,7 +35,6 @@ def _kernel(site):
     if isinstance(kernel, keras.Variable) and kernel.trainable:
         return kernel
     return None
-
 
 
 def _slope_reader(model):
@@ -88,37 +84,20 @@ def _exact_rule(site, original):
     return original
 
 
-# How `_write_gradients` reads a gradient: TensorFlow ops in the traced
-# probe, numpy in the eager one. (Lambdas: `tf` is imported at first use.)
-_TENSORFLOW_ARRAYS = types.SimpleNamespace(
-    flatten=lambda gradient: tf.reshape(tf.cast(gradient, tf.float32), [-1]),
-    norm=lambda flat: tf.norm(flat),
-    finite=lambda flat: tf.math.is_finite(flat),
-)
-_NUMPY_ARRAYS = types.SimpleNamespace(
-    flatten=lambda gradient: np.asarray(gradient, np.float32).reshape(-1),
-    norm=lambda flat: np.float32(np.linalg.norm(flat.astype(np.float64))),
-    finite=np.isfinite,
-)
-
-
-def _write_gradients(logged, exact, linear, step, histograms, arrays, rule_name=tags.LINEAR):
+def _write_gradients(logged, exact, linear, step, histograms, rule_name=tags.LINEAR):
     """Each logged site's gradient norm (and histogram) under both rules,
-    to the default summary writer; `arrays` is `_TENSORFLOW_ARRAYS` or
-    `_NUMPY_ARRAYS`; `rule_name` names the second rule's tags."""
+    to the default summary writer; `rule_name` names the second rule's
+    tags."""
     for key, stem, kernel in logged:
         if key not in exact:
             continue  # a kernel-less site inside a loop
         description = tags.GRADIENT_DESCRIPTIONS[tags.INPUT if kernel is None else tags.KERNEL]
         for rule, gradient in ((tags.EXACT, exact[key]), (rule_name, linear[key])):
-            flat = arrays.flatten(gradient)
-            tf.summary.scalar(
-                tags.gradient_norm(stem, rule), arrays.norm(flat), step=step,
-                description=description,
-            )
+            flat, norm, finite = _statistics.gradient_statistics(gradient)
+            _statistics.write_scalar(tags.gradient_norm(stem, rule), norm, step, description)
             if histograms:
                 _statistics.write_histogram(
-                    tags.gradient_histogram(stem, rule), flat, arrays.finite(flat),
+                    tags.gradient_histogram(stem, rule), flat, finite,
                     step, _statistics.DEFAULT_BUCKETS, description=description,
                 )
 
@@ -218,20 +197,11 @@ class GradientFlow(_base.ProbeCallback):
                 # One entry per layer (an RNN cell's two sites share a kernel).
                 logged_layers.add(id(site.layer))
                 self._logged.append((key, layer_stem, kernel))
-
-        if self._eager:
-            # Records the inputs (their shapes) once per fit; the gradient
-            # passes take d loss / d a through a zero added at each site.
-            self._exact_recorder = _eager.EagerRecorder()
-            self._linear_recorder = self._recorder = self._exact_recorder
-            self._probe_function = None
-            return
-        self._exact_recorder = _sites.SiteRecorder(
-            _exact_rule, on_input=self._watch, isolate=True
-        )
-        self._linear_recorder = _sites.SiteRecorder(on_input=self._watch, isolate=True)
-        self._recorder = self._exact_recorder
-        self._tape = None
+        self._kernels = {key: kernel for key, _, kernel in self._logged if kernel is not None}
+        self._input_keys = [key for key, _, kernel in self._logged if kernel is None]
+        # Eager: records the inputs (their shapes) once per fit; the gradient
+        # passes take d loss / d a through a zero added at each site.
+        self._recorder = _sites.SiteRecorder(isolate=not self._eager)
         self._probe_function = None
 
     def _prepare_fit(self):
@@ -245,118 +215,63 @@ class GradientFlow(_base.ProbeCallback):
         }
         if self._eager:
             self._linear_index = linear_index
-            self._prepare_eager()
-            return
-        if linear_index != self._linear_index or self._probe_function is None:
+            self._eager_inputs = _eager.gradient_targets(
+                self.model, self._all_sites, self._recorder, self._probe_x, self._input_keys
+            )
+            self._probe_function = self._probe_step
+        elif linear_index != self._linear_index or self._probe_function is None:
             self._linear_index = linear_index
             # autograph=False: the loops are over Python lists of sites.
-            self._probe_function = tf.function(self._probe_graph, autograph=False)
+            self._probe_function = tf.function(self._probe_step, autograph=False)
 
     def _skipped_sites(self):
         # Only kernel-less sites need their input recorded.
         return [
             site
-            for site in self._exact_recorder.skipped
+            for site in self._recorder.skipped
             if self._targets.get(_sites.site_key(site)) is None
         ]
 
-    def _watch(self, inputs):
-        # Kernel-less sites report d loss / d a: the tape must watch `a`
-        # even where it does not depend on a variable (a first layer).
-        self._tape.watch(inputs)
+    def _loss_gradients(self, make_replacement, x, y, sample_weight):
+        if self._eager:
+            return _gradients.eager_loss_gradients(
+                self.model, self._all_sites, make_replacement, x, y, sample_weight,
+                self._kernels, self._eager_inputs,
+            )
+        return _gradients.traced_loss_gradients(
+            self.model, self._all_sites, self._recorder, make_replacement, x, y,
+            sample_weight, self._kernels, self._input_keys,
+        )
 
-    def _gradients(self, recorder, x, y, sample_weight):
-        model = self.model
-        with linbp_sites.swap_sites(self._all_sites, recorder):
-            with tf.GradientTape() as tape:
-                self._tape = tape
-                y_pred = model(x, training=False)
-                loss = _compat.compute_loss(
-                    model, x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                    training=False,
-                )
-                # Keras divides the loss by the replica count under a
-                # tf.distribute strategy; the probe runs on the whole batch.
-                loss *= tf.cast(
-                    tf.distribute.get_strategy().num_replicas_in_sync, loss.dtype
-                )
-            self._tape = None
-        targets = {}
-        for key, _, kernel in self._logged:
-            if kernel is not None:
-                # The backend variable: a keras.Variable's string dtype
-                # breaks tape.gradient's zeros for unconnected targets.
-                targets[key] = kernel.value
-            elif key in recorder.inputs:
-                targets[key] = recorder.inputs[key]
-        gradients = tape.gradient(loss, targets)
-        # No path from the loss (stop_gradient, an unused output, a sign
-        # under exact backprop): the gradient is zero.
-        return {
-            key: tf.zeros_like(targets[key]) if gradient is None else gradient
-            for key, gradient in gradients.items()
-        }
-
-    def _probe_graph(self, x, y, sample_weight, step, slopes):
-        self._exact_recorder.start()
-        exact = self._gradients(self._exact_recorder, x, y, sample_weight)
+    def _linear_rule(self, slopes):
+        """The rule training applies: each linear site at its slope
+        (`slopes[index]`, a tensor's entry in the traced probe)."""
 
         def linear_rule(site, original):
             index = self._linear_index.get(_sites.site_key(site))
             if index is None:
                 return original
-            # The rule training applies (a linear site at its slope tensor).
             return _site_function(self._rule, self._rule_options, site, original, slopes[index])
 
-        self._linear_recorder.start(replace=linear_rule)
-        linear = self._gradients(self._linear_recorder, x, y, sample_weight)
+        return linear_rule
+
+    def _probe_step(self, x, y, sample_weight, step, slopes):
+        """The probe: traced once on TensorFlow, run as it is on JAX and PyTorch."""
+        exact = self._loss_gradients(_exact_rule, x, y, sample_weight)
+        linear = self._loss_gradients(self._linear_rule(slopes), x, y, sample_weight)
         with self._writer.as_default(step=step):
             _write_gradients(
-                self._logged, exact, linear, step, self.histograms, _TENSORFLOW_ARRAYS,
-                self._rule.name,
+                self._logged, exact, linear, step, self.histograms, self._rule.name
             )
-
-    # --- JAX and PyTorch ------------------------------------------------------
-
-    def _prepare_eager(self):
-        self._eager_kernels, self._eager_inputs = _eager.gradient_targets(
-            self.model, self._all_sites, self._exact_recorder, self._probe_x, self._logged
-        )
-
-    def _eager_gradients(self, make_replacement):
-        return _eager.loss_gradients(
-            self.model, self._all_sites, make_replacement,
-            self._probe_x, self._probe_y, self._probe_sample_weight,
-            self._eager_kernels, self._eager_inputs,
-        )
-
-    def _probe_eager(self, step):
-        exact = self._eager_gradients(_exact_rule)
-        slope_of = _slope_reader(self.model)
-
-        def linear_rule(site, original):
-            # The rule training applies (a linear site at its slope).
-            if _sites.site_key(site) not in self._linear_index:
-                return original
-            return _site_function(self._rule, self._rule_options, site, original, slope_of(site))
-
-        linear = self._eager_gradients(linear_rule)
-        with self._writer.as_default(step=step):
-            _write_gradients(
-                self._logged, exact, linear, step, self.histograms, _NUMPY_ARRAYS, self._rule.name
-            )
-
-    def _slopes_now(self):
-        """The slope in force at each linear site, in `_linear_sites` order."""
-        slope_of = _slope_reader(self.model)
-        return tf.constant([slope_of(site) for site in self._linear_sites], tf.float32)
 
     def _probe(self, step):
-        if self._eager:
-            self._probe_eager(step)
-            return
+        # The slope in force at each linear site, in `_linear_sites` order.
+        slope_of = _slope_reader(self.model)
+        slopes = [slope_of(site) for site in self._linear_sites]
+        if not self._eager:
+            slopes = tf.constant(slopes, tf.float32)
         self._probe_function(
-            self._probe_x, self._probe_y, self._probe_sample_weight, step, self._slopes_now()
+            self._probe_x, self._probe_y, self._probe_sample_weight, step, slopes
         )
 
     def get_config(self):

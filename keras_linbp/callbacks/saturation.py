@@ -2,13 +2,13 @@
 histograms and saturation fractions of every activation site, in
 TensorBoard. Its tags are listed in `keras_linbp.tags`."""
 
-from keras_linbp import _backend
 from keras_linbp import _probe_data
 from keras_linbp import _validation
 from keras_linbp import sites as linbp_sites
 from keras_linbp import tags
 from keras_linbp.callbacks import _base
 from keras_linbp.callbacks import _eager
+from keras_linbp.callbacks import _gradients
 from keras_linbp.callbacks import _histogram_grid
 from keras_linbp.callbacks import _sites
 from keras_linbp.callbacks import _statistics
@@ -31,12 +31,11 @@ class SaturationHistograms(_base.ProbeCallback):
     output layer included), its pre-activation `a`, activation `f(a)` and
     local derivative `|f'(a)|` (by autodiff of the plain activation). On
     TensorFlow the statistics are computed on device in one `tf.function`;
-    on JAX and PyTorch the forward runs eagerly and the statistics are
-    computed in numpy. They are written with `tf.summary` (on every
-    backend, as `keras.callbacks.TensorBoard` does) to `<log_dir>/train` --
-    the directory
-    `keras.callbacks.TensorBoard(log_dir)` writes its training summaries
-    to, so both show as one run.
+    on JAX and PyTorch the forward and the same statistics run eagerly.
+    They are written with `tf.summary` (on every backend, as
+    `keras.callbacks.TensorBoard` does) to `<log_dir>/train` -- the
+    directory `keras.callbacks.TensorBoard(log_dir)` writes its training
+    summaries to, so both show as one run.
 
     Tags (`keras_linbp.tags`; `<layer>` is the layer name, the
     path `outer/inner` where two layers share a name, with `/<attribute>`
@@ -161,7 +160,7 @@ class SaturationHistograms(_base.ProbeCallback):
         )
 
     def _build(self):
-        self._recorder = _eager.EagerRecorder() if self._eager else _sites.SiteRecorder()
+        self._recorder = _sites.SiteRecorder()
         self._plain = {}
         self._kinds = {}
         for site in self._selected:
@@ -173,40 +172,25 @@ class SaturationHistograms(_base.ProbeCallback):
             self._tags[key]: kind for key, (kind, _) in self._kinds.items()
         }
         if self._eager:
-            self._probe_function = self._probe_eager
+            self._probe_function = self._probe_step
         else:
             # autograph=False: the loops are over Python lists of sites.
-            self._probe_function = tf.function(self._probe_graph, autograph=False)
+            self._probe_function = tf.function(self._probe_step, autograph=False)
 
-    def _probe_eager(self, x, step):
-        """The probe on JAX and PyTorch: an eager forward recording the
-        sites' inputs; `f(a)` and `|f'(a)|` (the backend's autodiff of the
-        plain function) per site; the statistics in numpy."""
-        _eager.forward(self.model, self._selected, self._recorder, x)
-        image_counts = {}
-        with self._writer.as_default(step=step):
-            for stem, a, f, kind, max_derivative in self._recorded_sites():
-                with _eager.no_gradients():
-                    h = _eager.to_numpy(f(a))
-                d = None
-                if kind != "softmax":
-                    d = abs(_backend.elementwise_derivative(f, a))
-                scalars, values, valid = _statistics.site_statistics_numpy(
-                    _eager.to_numpy(a), h, d, kind, max_derivative, self.threshold
-                )
-                self._write_site(tf, stem, scalars, values, valid, step)
-                if self.image:
-                    image_counts[stem] = _statistics.image_histogram_numpy(
-                        values[tags.ACTIVATION], valid, IMAGE_BINS
-                    )
-        return image_counts
+    def _forward(self, x):
+        """One inference forward recording the selected sites' inputs."""
+        if self._eager:
+            _eager.forward(self.model, self._selected, self._recorder, x)
+            return
+        self._recorder.start()
+        with linbp_sites.swap_sites(self._selected, self._recorder):
+            self.model(x, training=False)
 
     def _recorded_sites(self):
         """`(stem, a, f, kind, max_derivative)` for each selected site the
-        last recording forward reached (eager and traced probes alike):
-        its tag stem, its input, `f(t)` = the site's plain function with the
-        call's extra arguments, its saturation kind and largest
-        derivative."""
+        last recording forward reached: its tag stem, its input, `f(t)` =
+        the site's plain function with the call's extra arguments, its
+        saturation kind and largest derivative."""
         for site in self._selected:
             key = _sites.site_key(site)
             if key not in self._recorder.inputs:
@@ -220,30 +204,33 @@ class SaturationHistograms(_base.ProbeCallback):
             kind, max_derivative = self._kinds[key]
             yield self._tags[key], self._recorder.inputs[key], f, kind, max_derivative
 
-    def _write_site(self, tf, stem, scalars, values, valid, step):
-        """One site's scalars and histograms (eager and traced probes alike)."""
+    def _write_site(self, stem, scalars, values, valid, step):
+        """One site's scalars and histograms."""
         for name, value in scalars.items():
-            tf.summary.scalar(tags.saturation_scalar(stem, name), value, step=step)
+            _statistics.write_scalar(tags.saturation_scalar(stem, name), value, step)
         for name, value in values.items():
             _statistics.write_histogram(
                 tags.activation_histogram(stem, name), value, valid, step, self.buckets
             )
 
-    def _probe_graph(self, x, step):
-        self._recorder.start()
-        with linbp_sites.swap_sites(self._selected, self._recorder):
-            self.model(x, training=False)
+    def _probe_step(self, x, step):
+        """The probe: traced once on TensorFlow, run as it is on JAX and
+        PyTorch. `f(a)` and `|f'(a)|` per site (the backend's autodiff of
+        the plain function), then the statistics; returns the image's
+        bucket counts."""
+        self._forward(x)
         image_counts = {}
         with self._writer.as_default(step=step):
             for stem, a, f, kind, max_derivative in self._recorded_sites():
                 if kind == "softmax":
-                    h, d = f(a), None
+                    with _eager.no_gradients():
+                        h, d = f(a), None
                 else:
-                    h, d = _statistics.local_derivative(f, a)
+                    h, d = _gradients.activation_and_derivative(f, a)
                 scalars, values, valid = _statistics.site_statistics(
                     a, h, d, kind, max_derivative, self.threshold
                 )
-                self._write_site(tf, stem, scalars, values, valid, step)
+                self._write_site(stem, scalars, values, valid, step)
                 if self.image:
                     image_counts[stem] = _statistics.image_histogram(
                         values[tags.ACTIVATION], valid, IMAGE_BINS

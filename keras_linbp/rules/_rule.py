@@ -42,8 +42,11 @@ class Rule:
     exact: ClassVar[bool] = False
     # Whether the rule reads the options' `slope` (only linear backprop does).
     reads_slope: ClassVar[bool] = False
-    # The option a summary's header shows for this mode (few-bit: `bits`).
+    # The option a summary's header shows for this mode (few-bit: `bits`;
+    # None: the mode has none).
     setting: ClassVar[str] = "slope"
+    # The `describe` fields a summary of this mode shows as columns.
+    summary_fields: ClassVar[tuple] = ("slope",)
 
     def residual(self, x):
         return None

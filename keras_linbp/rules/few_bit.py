@@ -59,6 +59,7 @@ class FewBitRule(_rule.Rule):
     name = "few_bit"
     label = "few_bit"
     setting = "bits"
+    summary_fields = ("bits", "kept")
 
     def __post_init__(self):
         object.__setattr__(self, "bits", check_bits(self.bits))

@@ -32,12 +32,14 @@ CASES = {
         rules.FewBitRule(bits=2),
         lambda a: tables.few_bit_table("tanh", 2)[1][np.searchsorted(tables.few_bit_table("tanh", 2)[0], a, side="right")],
     ),
+    # Exact, read off the output: tanh' = 1 - tanh^2.
+    "from_output": (rules.FromOutputRule(), _tanh_derivative),
 }
 
 
 def test_every_registered_rule_has_a_case():
     assert set(CASES) == set(rules._registry._REGISTRY)
-    assert rules.MODES == ("linear", "exact", "few_bit")
+    assert rules.MODES == ("linear", "exact", "few_bit", "from_output")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -67,8 +69,9 @@ def test_rule_function_gradient_equals_numpy(name):
         lambda: keras_linbp.linear_backprop("tanh", slope=0.25),
         lambda: keras_linbp.straight_through("sign", clip=2.0),
         lambda: keras_linbp.few_bit(keras.activations.silu, bits=1),
+        lambda: keras_linbp.from_output("gelu"),
     ],
-    ids=["few_bit_gelu", "linear_tanh", "ste_sign", "few_bit_silu"],
+    ids=["few_bit_gelu", "linear_tanh", "ste_sign", "few_bit_silu", "from_output_gelu"],
 )
 def test_rule_functions_survive_keras_saving(tmp_path, make):
     # 0.3: saved without a word, then load_model failed ("Could not locate
