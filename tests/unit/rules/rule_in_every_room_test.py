@@ -42,7 +42,7 @@ def _site_derivative(model, **options):
     return _backend.elementwise_derivative(through_site, keras.ops.convert_to_tensor(A[None]))[0]
 
 
-@pytest.mark.parametrize("mode", ["linear", "few_bit"])
+@pytest.mark.parametrize("mode", ["linear", "few_bit", "from_output"])
 @pytest.mark.parametrize(
     "make, factor",
     [
