@@ -1,4 +1,4 @@
-"""Few-bit backward: step memory and step time against exact, linear and Keras's remat.
+"""Few-bit and from-output backward: step memory and step time against exact, linear and Keras's remat.
 
 Variants of one model, same weights:
 
@@ -6,6 +6,9 @@ Variants of one model, same weights:
 - `linear`: `LinearBackpropModel.from_model(model)` (a site keeps nothing);
 - `few_bit_1` .. `few_bit_4`: `from_model(model, backprop="few_bit", bits=b)`
   (a site keeps b-bit packed codes of its input);
+- `from_output`: `from_model(model, backprop="from_output")` (exact
+  gradients; a site keeps its output, which the next layer keeps anyway,
+  and one branch bit per element for gelu / silu);
 - `remat_activations`: the plain model built inside
   `keras.RematScope(mode="activations")`, Keras's own answer to activation
   memory (the activations of layers with an `activation=` are recomputed in
@@ -54,8 +57,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import measure  # noqa: E402  (the method: pinning, interleaving, children, results)
 
 VARIANTS = ("exact", "linear", "few_bit_1", "few_bit_2", "few_bit_3", "few_bit_4",
-            "remat_activations")
-TIMED_VARIANTS = ("exact", "linear", "few_bit_2", "remat_activations")
+            "from_output", "remat_activations")
+TIMED_VARIANTS = ("exact", "linear", "few_bit_2", "from_output", "remat_activations")
 MODELS = ("GeluMLP", "GPT2", "BERT", "ViT", "Gemma", "Llama", "EfficientNetB0", "ConvNeXtTiny",
           "MobileNetV2")
 HUB_MODELS = ("GPT2", "BERT", "ViT", "Gemma", "Llama")
@@ -102,6 +105,8 @@ def build_variant(model_name, variant, jit_compile, size="full"):
         model, batch = build()
     if variant == "linear":
         model = keras_linbp.LinearBackpropModel.from_model(model)
+    elif variant == "from_output":
+        model = keras_linbp.LinearBackpropModel.from_model(model, backprop="from_output")
     elif variant.startswith("few_bit_"):
         bits = int(variant.rsplit("_", 1)[1])
         model = keras_linbp.LinearBackpropModel.from_model(model, backprop="few_bit", bits=bits)
@@ -174,6 +179,9 @@ def memory_cases(args):
         if {"few_bit_2", "linear", "remat_activations"} <= set(mib):
             case["few_bit_2_over_linear"] = measure.ratio(mib["few_bit_2"], mib["linear"])
             case["few_bit_2_over_remat"] = measure.ratio(mib["few_bit_2"], mib["remat_activations"])
+        if {"from_output", "few_bit_1", "linear"} <= set(mib):
+            case["from_output_over_few_bit_1"] = measure.ratio(mib["from_output"], mib["few_bit_1"])
+            case["from_output_over_linear"] = measure.ratio(mib["from_output"], mib["linear"])
         cases.append(case)
     return cases, errors
 
@@ -210,6 +218,18 @@ def targets(results):
                        if c.get("few_bit_2_over_remat") is not None
                        and c["few_bit_2_over_remat"] >= 1.0],
             "cases": sum("few_bit_2_over_remat" in c for c in memory)},
+        "from_output <= 1.03x few_bit_1 memory": {
+            "misses": [f"{c['model']} jit={c['jit_compile']}" for c in memory
+                       if c.get("from_output_over_few_bit_1", 0) > 1.03],
+            "cases": sum("from_output_over_few_bit_1" in c for c in memory)},
+        "from_output below linear memory": {
+            "misses": [f"{c['model']} jit={c['jit_compile']}" for c in memory
+                       if c.get("from_output_over_linear", 0) >= 1.0],
+            "cases": sum("from_output_over_linear" in c for c in memory)},
+        "from_output step time <= 1.05x exact (XLA / JAX), <= 1.10x (TF graph, eager)": {
+            "misses": [f"{c['model']} jit={c['jit_compile']}" for c in results["time"]
+                       if c["from_output_over_exact"] > (1.05 if c["jit_compile"] else 1.10)],
+            "cases": len(results["time"])},
         "few_bit_2 step time <= 1.10x exact": {
             "misses": [f"{c['model']} jit={c['jit_compile']}" for c in results["time"]
                        if c["few_bit_2_over_exact"] > 1.10],
@@ -219,8 +239,9 @@ def targets(results):
 
 def markdown(results):
     lines = [f"Memory ({results['config']['memory_metric']}), MiB and x exact:", "",
-             "| model | jit_compile | " + " | ".join(VARIANTS) + " | 2 bits / linear | 2 bits / remat |",
-             "|---" * (len(VARIANTS) + 4) + "|"]
+             "| model | jit_compile | " + " | ".join(VARIANTS)
+             + " | 2 bits / linear | 2 bits / remat | from_output / 1 bit | from_output / linear |",
+             "|---" * (len(VARIANTS) + 6) + "|"]
     for case in results["memory"]:
         cells = []
         for variant in VARIANTS:
@@ -228,7 +249,8 @@ def markdown(results):
             ratio = case.get(f"{variant}_over_exact")
             cells.append("–" if mib is None else f"{mib:.1f}" + ("" if ratio is None else f" ({ratio:.2f}×)"))
         lines.append(f"| {case['model']} | {case['jit_compile']} | " + " | ".join(cells)
-                     + f" | {case.get('few_bit_2_over_linear', '–')} | {case.get('few_bit_2_over_remat', '–')} |")
+                     + f" | {case.get('few_bit_2_over_linear', '–')} | {case.get('few_bit_2_over_remat', '–')}"
+                     + f" | {case.get('from_output_over_few_bit_1', '–')} | {case.get('from_output_over_linear', '–')} |")
     if results["time"]:
         lines += ["", "Step time, process CPU, one thread, x exact (median of paired rounds):", "",
                   "| model | jit_compile | exact ms | " + " | ".join(TIMED_VARIANTS[1:]) + " |",

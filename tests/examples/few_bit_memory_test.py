@@ -7,8 +7,8 @@ import pytest
 
 from _examples import assert_finite, run_script
 
-VARIANTS = {"exact", "linear", "few_bit_1", "few_bit_2", "few_bit_3", "few_bit_4", "remat_activations"}
-TIMED = {"exact", "linear", "few_bit_2", "remat_activations"}
+VARIANTS = {"exact", "linear", "few_bit_1", "few_bit_2", "few_bit_3", "few_bit_4", "from_output", "remat_activations"}
+TIMED = {"exact", "linear", "few_bit_2", "from_output", "remat_activations"}
 
 
 @pytest.mark.slow
