@@ -316,3 +316,19 @@ def test_gradient_flow_compares_exact_with_the_few_bit_rule_the_model_trains_wit
         logged = float(events[f"gradient_flow/{layer}/few_bit_norm"][0])
         np.testing.assert_allclose(logged, np.linalg.norm(few_bit[layer]), rtol=1e-4)
     assert abs(np.linalg.norm(few_bit["d1"]) - np.linalg.norm(exact["d1"])) > 1e-3
+
+
+def test_gradient_flow_on_a_from_output_model_logs_the_exact_gradient_twice(tmp_path):
+    # The from-output rule's gradient is exact: its norm equals exact's.
+    x, y = _data()
+    inputs, outputs = _layers()
+    model = _compile(keras_linbp.LinearBackpropModel(inputs, outputs, backprop="from_output"))
+    model.fit(x, y, epochs=1, batch_size=N, verbose=0,
+              callbacks=[GradientFlow(str(tmp_path), data=(x, y))])
+    events = _events(str(tmp_path))
+    assert not any(tag.endswith("/linear_norm") for tag in events)
+    exact = _kernel_gradients(model, x, y)
+    for layer in ("d1", "out"):
+        for rule in ("exact", "from_output"):
+            logged = float(events[f"gradient_flow/{layer}/{rule}_norm"][0])
+            np.testing.assert_allclose(logged, np.linalg.norm(exact[layer]), rtol=1e-4)
