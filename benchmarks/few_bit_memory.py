@@ -14,7 +14,9 @@ Variants of one model, same weights:
   memory (the activations of layers with an `activation=` are recomputed in
   the backward pass).
 
-Models: `GeluMLP` (256 -> 4 x Dense(1024, gelu) -> Dense(10), batch 512) and
+Models: `GeluMLP` (256 -> 4 x Dense(1024, gelu) -> Dense(10), batch 512),
+`GeluMLPDropout` (the same with Dropout(0.1) after each GELU: the output a
+from-output site keeps is then not the next Dense's input) and
 the keras.applications / keras-hub models of `real_models.py`
 (`real_model_builders.py`: random weights, small configs, no download;
 keras-hub is the `[hub]` extra).
@@ -59,7 +61,7 @@ import measure  # noqa: E402  (the method: pinning, interleaving, children, resu
 VARIANTS = ("exact", "linear", "few_bit_1", "few_bit_2", "few_bit_3", "few_bit_4",
             "from_output", "remat_activations")
 TIMED_VARIANTS = ("exact", "linear", "few_bit_2", "from_output", "remat_activations")
-MODELS = ("GeluMLP", "GPT2", "BERT", "ViT", "Gemma", "Llama", "EfficientNetB0", "ConvNeXtTiny",
+MODELS = ("GeluMLP", "GeluMLPDropout", "GPT2", "BERT", "ViT", "Gemma", "Llama", "EfficientNetB0", "ConvNeXtTiny",
           "MobileNetV2")
 HUB_MODELS = ("GPT2", "BERT", "ViT", "Gemma", "Llama")
 
@@ -68,7 +70,9 @@ HUB_MODELS = ("GPT2", "BERT", "ViT", "Gemma", "Llama")
 GELU_MLP_SIZES = {"full": (1024, 512), "quick": (128, 64), "smoke": (32, 16)}
 
 
-def gelu_mlp(size="full"):
+def gelu_mlp(size="full", dropout=0.0):
+    """GeluMLP; with `dropout`, a Dropout after each GELU (GeluMLPDropout:
+    the Dense then keeps the dropped tensor, not the GELU's output)."""
     import keras
     import numpy as np
 
@@ -77,6 +81,8 @@ def gelu_mlp(size="full"):
     hidden = inputs
     for _ in range(4):
         hidden = keras.layers.Dense(width, activation="gelu")(hidden)
+        if dropout:
+            hidden = keras.layers.Dropout(dropout)(hidden)
     model = keras.Model(inputs, keras.layers.Dense(10)(hidden), name="gelu_mlp")
     rng = np.random.default_rng(0)
     x = keras.ops.convert_to_tensor(rng.normal(size=(batch, 256)).astype("float32"))
@@ -93,6 +99,8 @@ def build_variant(model_name, variant, jit_compile, size="full"):
     def build():
         if model_name == "GeluMLP":
             return gelu_mlp(size)
+        if model_name == "GeluMLPDropout":
+            return gelu_mlp(size, dropout=0.1)
         import real_model_builders
 
         return real_model_builders.BUILDERS[model_name]()

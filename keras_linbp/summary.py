@@ -96,6 +96,7 @@ def site_rows(model, options=None):
         if not site.gate_checked and not site.is_recurrent:
             notes.append(UNCHECKED_GATE_NOTE)
         if rule is not None:
+            notes.append(_sharing_note(site, rule))
             row = _row(site, rule, rule.label, ", ".join(note for note in notes if note))
             if options.slope == "auto" and site.path not in (calibrated or {}):
                 row = row._replace(slope="auto")  # calibrated when `fit` starts
@@ -103,6 +104,19 @@ def site_rows(model, options=None):
             continue
         rows.append(SiteRow(site, "exact", "", ", ".join(note for note in notes if note)))
     return rows
+
+
+def _sharing_note(site, rule):
+    """Where a rule keeps the output: whether the next layer keeps the same
+    tensor (then it costs nothing) or another one (then it is a copy)."""
+    if not rule.reads_output:
+        return ""
+    sharing = linbp_sites.output_sharing(site)
+    if sharing is None:
+        return ""
+    shared, consumers = sharing
+    names = ", ".join(sorted(set(consumers)))
+    return f"output shared with {names}" if shared else f"output kept as a copy ({names} next)"
 
 
 def _fixed_note(site):

@@ -47,6 +47,9 @@ class Rule:
     setting: ClassVar[str] = "slope"
     # The `describe` fields a summary of this mode shows as columns.
     summary_fields: ClassVar[tuple] = ("slope",)
+    # Whether the backward keeps the activation's output (free only where
+    # the next layer keeps it too: the summary says where it can tell).
+    reads_output: ClassVar[bool] = False
 
     def residual(self, x):
         return None

@@ -99,6 +99,7 @@ class FromOutputRule(_rule.Rule):
     label = "from_output"
     setting = None
     summary_fields = ("kept",)
+    reads_output = True
 
     def __post_init__(self):
         if self.activation is not None and self.activation not in _from_output.names():

@@ -23,9 +23,11 @@ from keras_linbp.sites.site import original_function
 from keras_linbp.sites.selection import explain_selection
 from keras_linbp.sites.selection import no_selection_reason
 from keras_linbp.sites.selection import select_sites
+from keras_linbp.sites.sharing import output_sharing
 from keras_linbp.sites.swap import swap_sites
 
 __all__ = [
+    "output_sharing",
     "ACTIVATION_ATTRIBUTES",
     "CALL_SITE_LAYERS",
     "KINDS",

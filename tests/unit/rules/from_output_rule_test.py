@@ -131,3 +131,21 @@ def test_a_slope_is_refused_at_construction():
         keras_linbp.LinearBackpropModel.from_model(_model(), backprop="from_output", slope=0.5)
     with pytest.raises(ValueError, match="a from_output site has no slope"):
         keras_linbp.LinearizeOptions(backprop="from_output", slope="auto")
+
+
+def test_the_summary_says_where_the_output_is_shared_and_where_it_is_a_copy():
+    inputs = keras.Input((8,))
+    h = keras.layers.Dense(16, activation="gelu", name="shared")(inputs)
+    h = keras.layers.Dense(16, activation="silu", name="dropped")(h)
+    h = keras.layers.Dropout(0.1)(h)
+    h = keras.layers.Dense(16, activation="tanh", name="unknown")(h)
+    h = keras.layers.Add()([h, h])
+    model = keras.Model(inputs, keras.layers.Dense(3)(h))
+    rows = {row.site.path: row.note for row in keras_linbp.summary.site_rows(
+        model, keras_linbp.LinearizeOptions(backprop="from_output"))}
+    assert rows["shared"] == "output shared with Dense"
+    assert rows["dropped"] == "output kept as a copy (Dropout next)"
+    assert "output" not in rows["unknown"]
+    # Rules that keep no output say nothing of it.
+    linear_rows = keras_linbp.summary.site_rows(model, keras_linbp.LinearizeOptions())
+    assert not any("output" in row.note for row in linear_rows)
