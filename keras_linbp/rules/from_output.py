@@ -50,6 +50,24 @@ def _call_params(name, forward, args, kwargs):
     return tuple(sorted((key, value if isinstance(value, bool) else float(value)) for key, value in values.items()))
 
 
+def _after_upstream(y, upstream):
+    """`y`, made to depend on `upstream` where a compiler schedules the step.
+
+    `f'` depends on the residual alone, so XLA (and TensorFlow's graph
+    executor) may compute it for every site as soon as the forward has
+    run, and keep it, with the temporaries of the inverse, until the
+    backward reaches the site: a gated silu MLP (4 blocks, 8 x 128 x 1024)
+    took 190 MiB of XLA temp memory against exact's 96 and linear's 64.
+    A data dependency on the upstream gradient keeps the recovery in the
+    backward (98 MiB there; `jax.lax.optimization_barrier` did not). Where
+    the upstream is NaN or inf the product is NaN or inf anyway. PyTorch's
+    autograd runs a backward function only in the backward: nothing added.
+    """
+    if keras.backend.backend() == "torch":
+        return y
+    return y + keras.ops.cast(upstream, y.dtype) * 0.0
+
+
 @dataclasses.dataclass(frozen=True)
 class _Backward:
     """The backward of one call: keeps `y` and the packed branch bits."""
@@ -67,6 +85,7 @@ class _Backward:
 
     def input_gradient(self, upstream, residual):
         y, packed = residual
+        y = _after_upstream(y, upstream)
         branch = None
         if packed is not None:
             bits = keras.ops.reshape(_few_bit._unpack_levels(packed, 1, (0.0, 1.0), "float32"), (-1,))
