@@ -84,9 +84,9 @@ class BackpropSchedule(keras.callbacks.Callback):
             isinstance(schedule, int) or callable(schedule)
         ):
             raise ValueError(
-                "`schedule` must be an int N (linear for the first N epochs, "
-                "then exact) or a callable epoch -> 'linear' | 'exact'; got "
-                f"{schedule!r}."
+                "`schedule` must be an int N (the model's own rule for the first "
+                "N epochs, then exact) or a callable epoch -> one of "
+                f"{BACKPROP_MODES}; got {schedule!r}."
             )
         if isinstance(schedule, int) and schedule < 0:
             raise ValueError(f"`schedule` must be >= 0 epochs, got {schedule}.")
