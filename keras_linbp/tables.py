@@ -53,11 +53,13 @@ __all__ = [
     "GRID",
     "MAX_BITS",
     "bytes_per_element",
+    "call_params",
     "fitted_table",
     "few_bit_mse",
     "few_bit_table",
     "is_keras_op",
     "optimal_piecewise_constant",
+    "site_parameters",
     "site_table",
     "slot_bits",
     "table_name",
@@ -132,7 +134,13 @@ def table_params(name, forward, args=(), kwargs=None):
     Returns:
         A tuple of `(param, value)` pairs, sorted (hashable).
     """
-    defaults = DERIVATIVES[name][1]
+    return call_params(DERIVATIVES[name][1], forward, args, kwargs)
+
+
+def call_params(defaults, forward, args=(), kwargs=None, needs="A few-bit table"):
+    """`table_params` for any `{param: default}` (the from-output rule's
+    too): sorted `(param, value)` pairs, bools kept, numbers as floats; a
+    `ValueError` saying what `needs` it for a value that is no number."""
     if not defaults:
         return ()
     values = dict(defaults)
@@ -144,17 +152,17 @@ def table_params(name, forward, args=(), kwargs=None):
                 values[param] = bound.arguments[param]
     except (TypeError, ValueError):
         pass  # no signature (a layer's call, a C function): the defaults
-    return tuple(sorted((param, _plain(value)) for param, value in values.items()))
+    return tuple(sorted((param, _plain(value, needs)) for param, value in values.items()))
 
 
-def _plain(value):
+def _plain(value, needs="A few-bit table"):
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     try:
         return float(value)
     except (TypeError, ValueError):
         raise ValueError(
-            f"A few-bit table needs a Python number for an activation parameter; got {value!r}."
+            f"{needs} needs a Python number for an activation parameter; got {value!r}."
         ) from None
 
 
@@ -366,16 +374,25 @@ def site_table(site):
         table), fixed parameters (a dict, or None to read them per call),
         and why there is no table (else `""`).
     """
-    name = site.activation_name
-    if name == "gelu_approximate":
-        return "gelu", {"approximate": True}, ""
+    name, params = site_parameters(site)
+    if site.activation_name == "gelu_approximate":
+        return name, params, ""
     if name not in DERIVATIVES or site.saturation == "unknown":
         return None, None, f"no few-bit table for {name}"
-    if site.kind != "layer call":
-        return name, None, ""
-    layer = site.layer
-    if isinstance(layer, keras.layers.LeakyReLU):
-        return name, {"negative_slope": float(layer.negative_slope)}, ""
-    if isinstance(layer, keras.layers.ELU):
-        return name, {"alpha": float(layer.alpha)}, ""
-    return name, {}, ""
+    if params is None and site.kind == "layer call":
+        return name, {}, ""
+    return name, params, ""
+
+
+def site_parameters(site):
+    """`(name, params)`: a site's activation and the parameters it fixes
+    (keras-hub's `gelu_approximate`, a `LeakyReLU` / `ELU` layer's), else
+    None to read them per call; `site_table` and the from-output rule."""
+    name = site.activation_name
+    if name == "gelu_approximate":
+        return "gelu", {"approximate": True}
+    if site.kind == "layer call" and isinstance(site.layer, keras.layers.LeakyReLU):
+        return name, {"negative_slope": float(site.layer.negative_slope)}
+    if site.kind == "layer call" and isinstance(site.layer, keras.layers.ELU):
+        return name, {"alpha": float(site.layer.alpha)}
+    return name, None

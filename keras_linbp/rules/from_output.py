@@ -12,7 +12,6 @@ it cannot invert stays exact, and says so.
 
 import dataclasses
 import functools
-import inspect
 from typing import Any
 
 import keras
@@ -20,6 +19,7 @@ import keras
 from keras_linbp import _few_bit
 from keras_linbp import _from_output
 from keras_linbp import _table
+from keras_linbp import tables
 from keras_linbp.rules import _registry
 from keras_linbp.rules import _rule
 
@@ -40,14 +40,8 @@ def from_output_name(fn):
 def _call_params(name, forward, args, kwargs):
     """Sorted `(param, value)` pairs of one call (gelu's `approximate`,
     elu's `alpha`, leaky_relu's `negative_slope`), else the defaults."""
-    values = dict(_from_output.DERIVATIVE_FROM_OUTPUT[name].params)
-    try:
-        bound = inspect.signature(forward).bind(None, *args, **kwargs)
-        bound.apply_defaults()
-        values.update({key: bound.arguments[key] for key in values if key in bound.arguments})
-    except (TypeError, ValueError):
-        pass  # no signature: the defaults
-    return tuple(sorted((key, value if isinstance(value, bool) else float(value)) for key, value in values.items()))
+    defaults = _from_output.DERIVATIVE_FROM_OUTPUT[name].params
+    return tables.call_params(defaults, forward, args, kwargs, needs="The from-output rule")
 
 
 def _after_upstream(y, upstream):
@@ -134,7 +128,7 @@ class FromOutputRule(_rule.Rule):
     @staticmethod
     def names():
         """The activations it inverts, sorted."""
-        return tuple(sorted(_from_output.names()))
+        return _from_output.names()
 
     def for_forward(self, forward):
         if self.activation is not None:
@@ -161,16 +155,9 @@ class FromOutputRule(_rule.Rule):
 
     @classmethod
     def for_site(cls, site, options, calibrated=None):
-        name = site.activation_name
-        params = None
-        if name == "gelu_approximate":
-            name, params = "gelu", {"approximate": True}
+        name, params = tables.site_parameters(site)
         if name not in _from_output.names():
             return None, f"from_output cannot invert {name}"
-        if site.kind == "layer call" and isinstance(site.layer, keras.layers.LeakyReLU):
-            params = {"negative_slope": float(site.layer.negative_slope)}
-        elif site.kind == "layer call" and isinstance(site.layer, keras.layers.ELU):
-            params = {"alpha": float(site.layer.alpha)}
         return cls(name, params), ""
 
     def get_config(self):
