@@ -226,7 +226,9 @@ def _make_op_dispatcher(op, original):
     return dispatch
 
 
+@functools.lru_cache(maxsize=None)
 def _make_exact(original):
+    # Cached: it reads the thread's state per call; a swap installs at every eager step.
     def exact(*args, **kwargs):
         st = state()
         if st.guard or not (st.replacements or st.observers):
@@ -324,6 +326,7 @@ def _each_op():
         yield owner, name, ("exact", id(owner), name), _make_exact
 
 
+@functools.lru_cache(maxsize=None)
 def _exact_functions():
     """`(owner, name)` of each Keras activation that is not a site but may
     compute with functions that are, kept exact as a whole: the backend
@@ -333,15 +336,15 @@ def _exact_functions():
     module (`keras.activations.mish(x)` is `Mish.static_call(x)`, which
     calls the backend `softplus`; not `ReLU`'s, whose calls are relu sites).
     The classes are a Keras internal: if Keras moves them, none is found and
-    the op sites tests fail."""
+    the op sites tests fail. Searched once: installing keeps what it finds."""
     nn = _compat.backend_op_modules()["nn"]
-    for name in sorted(dir(keras.activations)):
-        if not name.startswith("_") and name not in _SITE_OPS and callable(getattr(nn, name, None)):
-            yield nn, name
+    found = [(nn, name) for name in sorted(dir(keras.activations))
+             if not name.startswith("_") and name not in _SITE_OPS and callable(getattr(nn, name, None))]
     for value in list(vars(inspect.getmodule(keras.activations.mish)).values()):
         if isinstance(value, type) and isinstance(value.__dict__.get("static_call"), staticmethod):
             if value.__name__.lower() not in _SITE_OPS:
-                yield value, "static_call"
+                found.append((value, "static_call"))
+    return tuple(found)
 
 
 def install_ops():
