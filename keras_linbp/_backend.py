@@ -302,6 +302,14 @@ def elementwise_derivative(fn, a, args=(), kwargs=None):
     element for an elementwise `fn` (exact autodiff of the plain function)."""
     import numpy as np
 
+    _, d = value_and_derivative(fn, a, args, kwargs)
+    return np.asarray(keras.ops.convert_to_numpy(d), np.float64)
+
+
+def value_and_derivative(fn, a, args=(), kwargs=None):
+    """`(fn(a, *args, **kwargs), d/da sum(fn(a, ...)))` as backend tensors,
+    from one forward (on TensorFlow also inside a traced function); the
+    derivative is zero where `fn`'s output does not depend on `a`."""
     kwargs = kwargs or {}
     name = backend_name()
     if name == "tensorflow":
@@ -311,23 +319,21 @@ def elementwise_derivative(fn, a, args=(), kwargs=None):
         with tf.GradientTape() as tape:
             tape.watch(a)
             y = fn(a, *args, **kwargs)
-        d = tape.gradient(y, a)
-    elif name == "jax":
+        return y, tape.gradient(y, a, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    if name == "jax":
         import jax
         import jax.numpy as jnp
 
         a = jnp.asarray(a)
         y, vjp = jax.vjp(lambda t: fn(t, *args, **kwargs), a)
         (d,) = vjp(jnp.ones_like(y))
-    elif name == "torch":
+        return y, d
+    if name == "torch":
         import torch
 
         a = a.detach().clone().requires_grad_(True)
         with torch.enable_grad():
             y = fn(a, *args, **kwargs)
             (d,) = torch.autograd.grad(y, a, torch.ones_like(y), allow_unused=True)
-    else:  # pragma: no cover
-        raise NotImplementedError(name)
-    if d is None:
-        return np.zeros(tuple(a.shape), np.float64)
-    return np.asarray(keras.ops.convert_to_numpy(d), np.float64)
+        return y.detach(), torch.zeros_like(a) if d is None else d
+    raise NotImplementedError(name)  # pragma: no cover

@@ -22,31 +22,20 @@ converted to numpy only where `tf.summary` writes it.
 """
 
 import keras
-import numpy as np
 
 from keras_linbp import _backend
 from keras_linbp import _compat
 from keras_linbp import sites as linbp_sites
-from keras_linbp.callbacks import _eager
 from keras_linbp.callbacks import _sites
 from keras_linbp.callbacks._tensorflow import tf
-from keras_linbp.callbacks._tensorflow import traced
 
 
 def activation_and_derivative(f, a):
-    """`(f(a), |f'(a)|)` for an elementwise `f`: by a tape inside the
-    traced TensorFlow probe (the gradient of `sum f(a)` is `f'(a)`), else
-    by the backend's autodiff of `f` (`_backend.elementwise_derivative`)."""
-    if traced():
-        with tf.GradientTape() as tape:
-            tape.watch(a)
-            h = f(a)
-        d = tape.gradient(h, a, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return h, tf.abs(d)
-    with _eager.no_gradients():
-        h = f(a)
-    d = _backend.elementwise_derivative(f, a)
-    return h, keras.ops.abs(keras.ops.convert_to_tensor(np.asarray(d, np.float32)))
+    """`(f(a), |f'(a)|)` for an elementwise `f`, by the backend's autodiff
+    of `f` from one forward (`_backend.value_and_derivative`; inside the
+    traced TensorFlow probe a tape, elsewhere eagerly)."""
+    h, d = _backend.value_and_derivative(f, a)
+    return h, keras.ops.abs(d)
 
 
 def _loss(model, sites, make_replacement, x, y, sample_weight):
